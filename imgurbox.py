@@ -1,0 +1,3100 @@
+#!/usr/bin/env python3
+"""imgurbox: keep local photo folders and Imgur albums in step.
+
+List folders in albums.txt, one a line, and run `python3 imgurbox.py` by hand or from a
+scheduler. Each folder is one Imgur album: new photos are uploaded, deleted ones deleted,
+moved ones moved between albums. Files are identified by their content, so renames cost
+nothing and a different photo with an old name is never mistaken for a move.
+
+    python3 imgurbox.py auth            # once: import your client ID, secret, refresh token
+    python3 imgurbox.py                 # sync (the default command)
+    python3 imgurbox.py --dry-run       # show the plan and its credit cost, change nothing
+    python3 imgurbox.py status          # what is synced and what is waiting; no network
+
+albums.txt lines:  PATH  |  ALBUM (ID or imgur.com URL)  |  PATH -> ALBUM
+Exit codes: 0 in sync, 1 items failed or held back, 2 bad usage or file, 3 locked,
+4 rate limit (resume next run), 5 run `imgurbox.py auth`, 130/143 interrupted.
+
+The file reads top to bottom: constants, errors, models, albums.txt, state store, folder
+scan, planner (pure), output and log, Imgur client, executor, commands, main().
+The contract it implements is SPEC.md; README.md is the user's manual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import ntpath
+import os
+import random
+import re
+import signal
+import stat
+import struct
+import sys
+import threading
+import time
+import urllib.parse
+from typing import Callable, Iterable, NamedTuple
+
+# Heavy imports (requests, imgurpython, requests_toolbelt, tqdm) happen only when a run
+# needs the network or a terminal: a no-op run from cron should cost a directory walk.
+
+###############################################################################
+# Constants
+###############################################################################
+
+VERSION = "1.0.0"
+
+EXIT_OK = 0
+EXIT_FAILED = 1          # finished, but items failed or were held back
+EXIT_USAGE = 2           # bad usage or a bad file; nothing changed
+EXIT_LOCKED = 3          # another run holds the lock
+EXIT_RATE_LIMIT = 4      # Imgur's limit or our credit reserve stopped the run early
+EXIT_AUTH = 5            # authorization missing or refused
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+DEFAULT_API_URL = "https://api.imgur.com/"
+ALBUM_URL = "https://imgur.com/a/{}"
+
+ALBUMS_FILE = "albums.txt"
+STATE_FILE = "state.json"
+STATE_BACKUP = "state.json.bak"
+JOURNAL_FILE = "state.journal"
+CREDENTIALS_FILE = "credentials.json"
+LOG_FILE = "log.txt"
+LOCK_FILE = "imgurbox.lock"
+LOG_MAX_BYTES = 1024 * 1024
+LOG_KEEP = 3
+
+STATE_VERSION = 1
+# One file's record in state.json is a row, not a dict: 20,000 rows parse several times
+# faster than 20,000 dicts, and a no-op run is mostly "load state, walk folders".
+FILE_FIELDS = ("name", "image_id", "hash", "size", "mtime_ns", "inode")
+
+IMAGE_EXTENSIONS = frozenset("jpg jpeg jpe png apng gif tif tiff bmp".split())
+MAX_IMAGE_BYTES = 20 * 1000 * 1000
+MAX_GIF_BYTES = 200 * 1000 * 1000
+MIME_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "jpe": "image/jpeg",
+              "png": "image/png", "apng": "image/apng", "gif": "image/gif",
+              "tif": "image/tiff", "tiff": "image/tiff", "bmp": "image/bmp"}
+EXTENSION_OF_MIME = {"image/jpeg": "jpg", "image/png": "png", "image/apng": "png",
+                     "image/gif": "gif", "image/tiff": "tif", "image/bmp": "bmp"}
+
+COARSE_MTIME_NS = 2_000_000_000      # files this close to the last scan are re-hashed
+HASH_CHUNK = 1024 * 1024
+
+# Credits: an upload costs 10, any other API call 1, OAuth nothing.
+UPLOAD_CREDITS = 10
+CALL_CREDITS = 1
+
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+MAX_TRIES = 4
+MAX_BACKOFF_TOTAL = 30.0
+MAX_FAILED_REQUESTS_IN_A_ROW = 3
+USER_CREDITS_FLOOR = 10              # no upload starts below this
+CLIENT_CREDITS_RESERVE = 0.10        # keep 10 % of the application's daily credits
+PENDING_CLOCK_SLACK = 120            # seconds: remote clocks and our clock disagree
+TAKEOVER_MATCH = 0.90
+DELETE_GUARD_MIN_FILES = 4
+DOWNLOAD_NAME_MAX = 120
+ALBUMS_PER_PAGE = 50
+
+RE_ALBUM_ID = re.compile(r"[A-Za-z0-9]+\Z")
+RE_IMGUR_URL = re.compile(
+    r"(?:https?://)?(?:www\.|m\.)?imgur\.com/(a|gallery)/([^/?#\s]+)/?(?:[?#].*)?\Z",
+    re.IGNORECASE)
+RE_LOOKS_LIKE_URL = re.compile(r"(?:https?://|(?:www\.|m\.)?imgur\.com/)", re.IGNORECASE)
+WINDOWS_RESERVED_NAMES = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + ["COM%d" % i for i in range(1, 10)]
+    + ["LPT%d" % i for i in range(1, 10)])
+
+
+###############################################################################
+# Errors: one root; main() turns each into a message and an exit code
+###############################################################################
+
+class ImgurboxError(Exception):
+    """A failure with a message for the user and the exit code it means."""
+    exit_code = EXIT_FAILED
+
+
+class UsageError(ImgurboxError):
+    """Bad command line or bad file: nothing was changed."""
+    exit_code = EXIT_USAGE
+
+
+class LockHeldError(ImgurboxError):
+    """Another imgurbox run holds the lock in this home."""
+    exit_code = EXIT_LOCKED
+
+
+class AuthError(ImgurboxError):
+    """Credentials are missing, or Imgur refused them: run `imgurbox.py auth`."""
+    exit_code = EXIT_AUTH
+
+
+class RateLimitError(ImgurboxError):
+    """Imgur's rate limit, or our credit reserve, stops the run; the next run resumes."""
+    exit_code = EXIT_RATE_LIMIT
+
+    def __init__(self, message: str, reset_at: float | None = None):
+        super().__init__(message)
+        self.reset_at = reset_at
+
+
+class ServiceDownError(ImgurboxError):
+    """Imgur failed several requests in a row, each after every try: stop early."""
+    exit_code = EXIT_FAILED
+
+
+class RequestRefused(ImgurboxError):
+    """Imgur definitely refused one request (400, 403 after a refresh, 404, ...)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+class OutcomeUnknown(ImgurboxError):
+    """A request may or may not have been carried out (timeout, dropped line, 5xx)."""
+
+
+class Interrupted(ImgurboxError):
+    """Ctrl-C or SIGTERM."""
+
+    def __init__(self, exit_code: int):
+        super().__init__("interrupted")
+        self.exit_code = exit_code
+
+
+###############################################################################
+# Data model
+###############################################################################
+
+class FileRecord(NamedTuple):
+    """What the state remembers of one synced file (the name is the key)."""
+    image_id: str
+    hash: str
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+@dataclasses.dataclass
+class AlbumState:
+    """One album in state.json: its folder and the files synced into it."""
+    album_id: str
+    folder: str
+    listed: bool = True
+    title: str = ""
+    owner: str | None = None           # the owner's username, when known
+    download_only: bool = False        # another account's album: never pushed to
+    files: dict = dataclasses.field(default_factory=dict)        # name -> FileRecord
+    to_delete: list = dataclasses.field(default_factory=list)    # replaced image IDs
+    ignored: list = dataclasses.field(default_factory=list)      # ambiguous remote IDs
+    last_sync: str | None = None
+    last_error: str | None = None
+
+
+@dataclasses.dataclass
+class AlbumLine:
+    """One meaningful line of albums.txt, validated and resolved."""
+    number: int                        # 1-based line number
+    kind: str                          # 'path', 'album' or 'link' (PATH -> ALBUM)
+    text: str                          # the line as typed, stripped
+    path: str | None = None            # absolute folder (path and link lines)
+    path_text: str | None = None       # the PATH part as typed
+    album_id: str | None = None        # album and link lines
+
+
+@dataclasses.dataclass
+class ParsedAlbums:
+    lines: list
+    errors: list                       # (line number, message)
+    raw_lines: list                    # bytes, each with its own line ending
+    bom: bool
+
+
+@dataclasses.dataclass
+class ScannedFile:
+    name: str
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    hash: str | None                   # None: the file could not be read this run
+
+
+@dataclasses.dataclass
+class FolderScan:
+    folder: str
+    exists: bool = True
+    error: str | None = None           # the folder itself could not be listed
+    files: dict = dataclasses.field(default_factory=dict)       # name -> ScannedFile
+    skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    skipped_names: list = dataclasses.field(default_factory=list)
+    unreadable: list = dataclasses.field(default_factory=list)  # (name, reason)
+    rehashed: int = 0
+    stat_changed: bool = False         # some file's stat data differs from the state
+
+
+@dataclasses.dataclass
+class RemoteImage:
+    image_id: str
+    name: str | None
+    link: str
+    datetime: int
+    mime: str | None
+
+
+@dataclasses.dataclass
+class RemoteAlbum:
+    """What Imgur said of an album (GET /3/album/{id}), or that it is gone."""
+    album_id: str
+    found: bool
+    title: str | None = None
+    owner: str | None = None
+    owned: bool = True                 # owned by the account imgurbox acts for
+    images: list = dataclasses.field(default_factory=list)      # RemoteImage
+
+
+@dataclasses.dataclass
+class Target:
+    """A listed line, settled against the state: which album its folder syncs with."""
+    line: AlbumLine
+    folder: str
+    mode: str                          # 'sync', 'create', 'link' or 'download'
+    album_id: str | None               # None until created ('create', 'download')
+    retitle: bool = False              # the album's title should follow the folder
+
+    @property
+    def key(self) -> str:
+        """Album ID, or a placeholder for an album this run creates."""
+        return self.album_id or "new:" + self.folder
+
+
+# Actions: what the planner asks the executor to do, in execution order. Each knows
+# what it costs in requests and credits, for --dry-run and the delete guard.
+
+@dataclasses.dataclass
+class Action:
+    album: str                         # album key (ID or 'new:<folder>')
+    requests = 1
+    credits = CALL_CREDITS
+    symbol = " "
+    verb = ""
+
+
+@dataclasses.dataclass
+class CreateAlbum(Action):
+    folder: str = ""
+    title: str = ""
+    symbol, verb = "*", "create album"
+
+
+@dataclasses.dataclass
+class RetitleAlbum(Action):
+    title: str = ""
+    symbol, verb = "*", "retitle album"
+
+
+@dataclasses.dataclass
+class Upload(Action):
+    file: ScannedFile = None
+    replaces: str | None = None        # image ID deleted once the new one is in
+    repair: bool = False               # a --verify re-upload of a vanished image
+    credits = UPLOAD_CREDITS
+    symbol, verb = "+", "upload"
+
+    def __post_init__(self):
+        if self.replaces:
+            self.requests, self.credits = 2, UPLOAD_CREDITS + CALL_CREDITS
+            self.symbol, self.verb = "~", "replace"
+
+
+@dataclasses.dataclass
+class MoveItem:
+    image_id: str
+    old_name: str
+    file: ScannedFile
+
+
+@dataclasses.dataclass
+class Move(Action):
+    """Images moved from one album to another: one add and one remove_images call."""
+    source: str = ""
+    items: list = dataclasses.field(default_factory=list)      # MoveItem
+    requests, credits = 2, 2 * CALL_CREDITS
+    symbol, verb = ">", "move"
+
+
+@dataclasses.dataclass
+class Rename(Action):
+    old_name: str = ""
+    file: ScannedFile = None
+    requests = credits = 0
+    symbol, verb = "=", "rename"
+
+
+@dataclasses.dataclass
+class Delete(Action):
+    name: str = ""
+    image_id: str = ""
+    symbol, verb = "-", "delete"
+
+
+@dataclasses.dataclass
+class PurgeReplaced(Action):
+    """A replaced image whose DELETE failed on an earlier run."""
+    image_id: str = ""
+    symbol, verb = "-", "delete old version"
+
+
+@dataclasses.dataclass
+class Adopt(Action):
+    """A remote image taken as the copy of a local file with that name: no transfer."""
+    file: ScannedFile = None
+    image_id: str = ""
+    requests = credits = 0
+    symbol, verb = "=", "link"
+
+
+@dataclasses.dataclass
+class Download(Action):
+    folder: str = ""
+    image: RemoteImage = None
+    requests = credits = 0              # image links are not API calls
+    symbol, verb = "<", "download"
+
+
+@dataclasses.dataclass
+class Repair(Action):
+    """--verify found a recorded image missing from its album: re-add or re-upload."""
+    name: str = ""
+    record: FileRecord = None
+    file: ScannedFile = None
+    requests, credits = 2, 2 * CALL_CREDITS
+    symbol, verb = "+", "repair"
+
+
+@dataclasses.dataclass
+class Held:
+    """Work the safety rules hold back this run (exit 1)."""
+    album: str
+    folder: str
+    reason: str
+    actions: list = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Plan:
+    targets: list                                               # Target
+    actions: list = dataclasses.field(default_factory=list)
+    held: list = dataclasses.field(default_factory=list)        # Held
+    errors: list = dataclasses.field(default_factory=list)      # (folder, message)
+    stat_updates: list = dataclasses.field(default_factory=list)  # (album, ScannedFile)
+    refused: list = dataclasses.field(default_factory=list)     # (folder, name)
+    needs_remote: set = dataclasses.field(default_factory=set)  # album IDs to GET
+
+    @property
+    def requests(self) -> int:
+        return sum(a.requests for a in self.actions)
+
+    @property
+    def credits(self) -> int:
+        return sum(a.credits for a in self.actions)
+
+    def is_empty(self) -> bool:
+        return not self.actions and not self.needs_remote
+
+
+###############################################################################
+# albums.txt
+###############################################################################
+
+def parse_album_ref(text: str, id_lengths: tuple = (5, 10)) -> str | None:
+    """The album ID in an album ID or imgur.com album URL, or None when it is neither."""
+    match = RE_IMGUR_URL.match(text)
+    if match:
+        album_id = match.group(2).rsplit("-", 1)[-1]
+        return album_id if RE_ALBUM_ID.match(album_id) else None
+    low, high = id_lengths
+    if RE_ALBUM_ID.match(text) and low <= len(text) <= high:
+        return text
+    return None
+
+
+def _unquote(text: str) -> str:
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return text[1:-1]
+    return text
+
+
+def _is_comment(text: str) -> bool:
+    return text.startswith("#") or text == "//" or text.startswith(("// ", "//\t"))
+
+
+def folder_key(path: str, pathmod=os.path) -> str:
+    """The identity of a folder: two spellings of one folder have the same key."""
+    try:
+        return pathmod.normcase(pathmod.realpath(path))
+    except (OSError, ValueError):
+        return pathmod.normcase(pathmod.abspath(path))
+
+
+def resolve_folder(text: str, base_dir: str, pathmod=os.path) -> str:
+    """An albums.txt PATH made absolute: `~` expands, relative means beside albums.txt."""
+    path = pathmod.expanduser(text)
+    if not pathmod.isabs(path):
+        path = pathmod.join(base_dir, path)
+    return pathmod.normpath(path)
+
+
+def parse_albums_txt(data: bytes, base_dir: str, state_folders=(), pathmod=os.path,
+                     exists: Callable[[str], bool] = os.path.isdir) -> ParsedAlbums:
+    """Parse albums.txt (SPEC §3). Every line is checked; bad ones land in .errors.
+
+    state_folders: folder keys the state knows (a bare PATH with history is valid even
+    when the folder is missing: it is then reported unavailable, never deleted).
+    """
+    bom = data.startswith(b"\xef\xbb\xbf")
+    raw_lines = (data[3:] if bom else data).splitlines(keepends=True)
+    known = set(state_folders)
+    lines, errors = [], []
+    for number, raw in enumerate(raw_lines, 1):
+        try:
+            text = raw.rstrip(b"\r\n").decode("utf-8")
+        except UnicodeDecodeError:
+            errors.append((number, "not valid UTF-8 (save albums.txt as UTF-8)"))
+            continue
+        text = _unquote(text.strip())
+        if not text or _is_comment(text):
+            continue
+        line, error = _parse_line(number, text, base_dir, known, pathmod, exists)
+        if error:
+            errors.append((number, error))
+        else:
+            lines.append(line)
+    errors.extend(_duplicate_errors(lines, pathmod))
+    errors.sort()
+    return ParsedAlbums(lines, errors, raw_lines, bom)
+
+
+def _parse_line(number, text, base_dir, known, pathmod, exists):
+    """One non-blank, non-comment line -> (AlbumLine, None) or (None, error message)."""
+    if " -> " in text:
+        path_text, album_text = (_unquote(part) for part in text.rsplit(" -> ", 1))
+        album_id = parse_album_ref(album_text, (5, 10))
+        if not path_text:
+            return None, "no folder before ' -> '"
+        if album_id is None:
+            return None, ("%r is not an Imgur album (an album ID, or a URL like "
+                          "https://imgur.com/a/ID)" % album_text)
+        path = resolve_folder(path_text, base_dir, pathmod)
+        return AlbumLine(number, "link", text, path, path_text, album_id), None
+    if RE_LOOKS_LIKE_URL.match(text):
+        album_id = parse_album_ref(text, (5, 10))
+        if album_id is None:
+            return None, "%r is not an Imgur album URL (expected imgur.com/a/ID)" % text
+        return AlbumLine(number, "album", text, album_id=album_id), None
+    path = resolve_folder(text, base_dir, pathmod)
+    has_history = folder_key(path, pathmod) in known
+    if exists(path) or has_history:
+        return AlbumLine(number, "path", text, path, text), None
+    if any(c in text for c in "/\\~.: "):
+        return None, "folder %s does not exist" % path
+    if RE_ALBUM_ID.match(text) and 5 <= len(text) <= 7:
+        return AlbumLine(number, "album", text, album_id=text), None
+    return None, "%r is neither an existing folder nor an Imgur album ID" % text
+
+
+def _duplicate_errors(lines, pathmod):
+    errors, by_folder, by_album = [], {}, {}
+    for line in lines:
+        if line.path:
+            key = folder_key(line.path, pathmod)
+            if key in by_folder:
+                errors.append((line.number, "same folder as line %d" % by_folder[key]))
+            by_folder.setdefault(key, line.number)
+        if line.album_id:
+            if line.album_id in by_album:
+                errors.append((line.number,
+                               "same album as line %d" % by_album[line.album_id]))
+            by_album.setdefault(line.album_id, line.number)
+    return errors
+
+
+def rewrite_albums_txt(parsed: ParsedAlbums, new_texts: dict) -> bytes:
+    """albums.txt with the given lines replaced (line number -> text), every other
+    byte unchanged: the BOM, other lines and each line's own ending are kept."""
+    out = [b"\xef\xbb\xbf"] if parsed.bom else []
+    for number, raw in enumerate(parsed.raw_lines, 1):
+        if number in new_texts:
+            ending = raw[len(raw.rstrip(b"\r\n")):]
+            out.append(new_texts[number].encode("utf-8") + ending)
+        else:
+            out.append(raw)
+    return b"".join(out)
+
+
+###############################################################################
+# State store: state.json, state.json.bak and the append-only state.journal
+###############################################################################
+
+def write_atomically(path: str, data: bytes, mode: int | None = None) -> None:
+    """Write a file so that a crash leaves either the old or the new content."""
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp, flags, 0o600 if mode is None else mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def iso_now() -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+class StateStore:
+    """The state, in memory, with every change journaled before it is relied on.
+
+    state.json is rewritten only when a run ends (O(library) once), while each remote
+    operation appends one fsync'd JSON line to state.journal (O(1)). Journal lines carry
+    the generation of the state.json they apply to, so lines already folded into a newer
+    state.json are ignored when a crash left the journal behind.
+    """
+
+    def __init__(self, home: str, writable: bool = True):
+        self.path = os.path.join(home, STATE_FILE)
+        self.backup_path = os.path.join(home, STATE_BACKUP)
+        self.journal_path = os.path.join(home, JOURNAL_FILE)
+        self.writable = writable
+        self.generation = 0
+        self.scanned_at_ns = 0
+        self.albums: dict[str, AlbumState] = {}
+        self.pending: list[dict] = []
+        self.refused: dict[str, dict] = {}
+        self.dirty = False
+        self._journal = None
+        self._journal_has_lines = False
+
+    # -- loading ----------------------------------------------------------------
+
+    @classmethod
+    def load(cls, home: str, writable: bool = True) -> "StateStore":
+        store = cls(home, writable)
+        try:
+            with open(store.path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            raw = None
+        except OSError as e:
+            raise UsageError("cannot read %s: %s" % (store.path, e.strerror))
+        if raw is not None:
+            try:
+                store._from_json(json.loads(raw))
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+                raise UsageError(
+                    "%s is damaged (%s). Nothing was changed. To go back to the last "
+                    "good state: copy %s over it." % (store.path, e, STATE_BACKUP))
+        store._replay_journal()
+        return store
+
+    def _from_json(self, data: dict) -> None:
+        if data.get("version") != STATE_VERSION:
+            raise ValueError("unknown state version %r" % data.get("version"))
+        self.generation = int(data["generation"])
+        self.scanned_at_ns = int(data.get("scanned_at_ns", 0))
+        for album_id, album in data["albums"].items():
+            fields = {k: v for k, v in album.items() if k not in ("files",)}
+            files = {row[0]: FileRecord(*row[1:]) for row in album["files"]}
+            self.albums[album_id] = AlbumState(album_id=album_id, files=files, **fields)
+        self.pending = list(data.get("pending", []))
+        self.refused = dict(data.get("refused", {}))
+
+    def _replay_journal(self) -> None:
+        try:
+            with open(self.journal_path, "rb") as f:
+                lines = f.read().split(b"\n")
+        except FileNotFoundError:
+            return
+        for index, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                if index >= len(lines) - 2:   # a last line cut short by a crash
+                    break
+                raise UsageError("%s is damaged at line %d. Restore %s over %s and "
+                                 "delete the journal." % (self.journal_path, index + 1,
+                                                          STATE_BACKUP, STATE_FILE))
+            if entry.get("gen") == self.generation:
+                self._apply(entry)
+                self.dirty = True
+                self._journal_has_lines = True
+
+    def to_json(self) -> dict:
+        albums = {}
+        for album_id, album in sorted(self.albums.items()):
+            fields = dataclasses.asdict(album)
+            del fields["album_id"]
+            fields["files"] = [[name, *record] for name, record in sorted(album.files.items())]
+            albums[album_id] = fields
+        return {"version": STATE_VERSION, "generation": self.generation,
+                "scanned_at_ns": self.scanned_at_ns, "file_fields": list(FILE_FIELDS),
+                "albums": albums, "pending": self.pending, "refused": self.refused}
+
+    # -- saving -----------------------------------------------------------------
+
+    def save(self) -> bool:
+        """Fold everything into state.json (keeping the old one as .bak). True if written."""
+        if not self.writable or not (self.dirty or self._journal_has_lines):
+            return False
+        self.generation += 1
+        data = json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":"))
+        try:
+            with open(self.path, "rb") as f:
+                write_atomically(self.backup_path, f.read())
+        except FileNotFoundError:
+            pass
+        write_atomically(self.path, data.encode("utf-8"))
+        self._close_journal()
+        try:
+            os.unlink(self.journal_path)
+        except FileNotFoundError:
+            pass
+        self.dirty = self._journal_has_lines = False
+        return True
+
+    def _close_journal(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+
+    def _record(self, entry: dict) -> None:
+        """Apply a change in memory and make it durable in the journal at once."""
+        self._apply(entry)
+        self.dirty = True
+        if not self.writable:
+            return
+        if self._journal is None:
+            self._journal = open(self.journal_path, "ab")
+        entry = dict(entry, gen=self.generation)
+        self._journal.write(json.dumps(entry, ensure_ascii=False).encode("utf-8") + b"\n")
+        self._journal.flush()
+        os.fsync(self._journal.fileno())
+        self._journal_has_lines = True
+
+    def _apply(self, entry: dict) -> None:
+        op = entry["op"]
+        album = self.albums.get(entry.get("album", ""))
+        if op == "album":
+            if album is None:
+                self.albums[entry["album"]] = AlbumState(album_id=entry["album"],
+                                                         **entry["fields"])
+            else:
+                for key, value in entry["fields"].items():
+                    setattr(album, key, value)
+        elif op == "file":
+            album.files[entry["name"]] = FileRecord(*entry["record"])
+        elif op == "unfile":
+            album.files.pop(entry["name"], None)
+        elif op == "to_delete":
+            if entry["image_id"] not in album.to_delete:
+                album.to_delete.append(entry["image_id"])
+        elif op == "deleted":
+            if entry["image_id"] in album.to_delete:
+                album.to_delete.remove(entry["image_id"])
+        elif op == "ignore":
+            if entry["image_id"] not in album.ignored:
+                album.ignored.append(entry["image_id"])
+        elif op == "pending":
+            self.pending.append(entry["record"])
+        elif op == "resolved":
+            self.pending = [p for p in self.pending if p["id"] != entry["id"]]
+        elif op == "refused":
+            self.refused[entry["hash"]] = entry["info"]
+        else:
+            raise ValueError("unknown journal entry %r" % op)
+
+    # -- changes ------------------------------------------------------------------
+
+    def set_album(self, album_id: str, **fields) -> None:
+        self._record({"op": "album", "album": album_id, "fields": fields})
+
+    def set_file(self, album_id: str, name: str, record: FileRecord) -> None:
+        self._record({"op": "file", "album": album_id, "name": name, "record": list(record)})
+
+    def drop_file(self, album_id: str, name: str) -> None:
+        self._record({"op": "unfile", "album": album_id, "name": name})
+
+    def add_to_delete(self, album_id: str, image_id: str) -> None:
+        self._record({"op": "to_delete", "album": album_id, "image_id": image_id})
+
+    def deleted(self, album_id: str, image_id: str) -> None:
+        self._record({"op": "deleted", "album": album_id, "image_id": image_id})
+
+    def ignore_image(self, album_id: str, image_id: str) -> None:
+        self._record({"op": "ignore", "album": album_id, "image_id": image_id})
+
+    def add_pending(self, record: dict) -> dict:
+        record = dict(record, id="%x-%x" % (time.time_ns(), random.getrandbits(32)),
+                      since=time.time())
+        self._record({"op": "pending", "record": record})
+        return record
+
+    def resolve_pending(self, pending_id: str) -> None:
+        self._record({"op": "resolved", "id": pending_id})
+
+    def set_refused(self, content_hash: str, info: dict) -> None:
+        self._record({"op": "refused", "hash": content_hash, "info": info})
+
+    def touch_stat(self, album_id: str, name: str, record: FileRecord) -> None:
+        """Stat-only changes: kept in memory, written with state.json (not journaled:
+        losing them costs a re-hash, never a request)."""
+        self.albums[album_id].files[name] = record
+        self.dirty = True
+
+    # -- queries ------------------------------------------------------------------
+
+    def known_image_ids(self) -> set:
+        ids = set()
+        for album in self.albums.values():
+            ids.update(record.image_id for record in album.files.values())
+            ids.update(album.to_delete)
+            ids.update(album.ignored)
+        return ids
+
+    def folder_keys(self) -> dict:
+        """folder key -> album ID, for every album in the state."""
+        return {folder_key(album.folder): album_id for album_id, album in self.albums.items()}
+
+
+###############################################################################
+# Folder scan and content hash
+###############################################################################
+
+_JPEG_XMP_HEADERS = (b"http://ns.adobe.com/xap/1.0/\x00", b"http://ns.adobe.com/xmp/extension/\x00")
+_PNG_METADATA_CHUNKS = frozenset([b"tEXt", b"zTXt", b"iTXt", b"tIME"])
+
+
+class _NotThatFormat(Exception):
+    """The file does not parse as its extension says: hash it whole."""
+
+
+def content_hash(path: str, extension: str) -> str:
+    """A hash of what Imgur keeps of a photo (SPEC §5), read in constant memory.
+
+    Imgur strips metadata, so the hash leaves out what a photo manager rewrites when a
+    user only rates, tags or captions: JPEG XMP, APP13 (IPTC) and COM segments, PNG
+    tEXt/zTXt/iTXt/tIME chunks. EXIF stays in: its orientation changes the picture.
+    """
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        digest = hashlib.blake2b(digest_size=16)
+        try:
+            if extension in ("jpg", "jpeg", "jpe"):
+                _hash_jpeg(f, size, digest)
+            elif extension in ("png", "apng"):
+                _hash_png(f, size, digest)
+            else:
+                raise _NotThatFormat
+        except _NotThatFormat:
+            digest = hashlib.blake2b(digest_size=16)
+            f.seek(0)
+            _hash_copy(f, digest, None)
+        return digest.hexdigest()
+
+
+def _hash_copy(f, digest, count: int | None) -> None:
+    """Feed `count` bytes (all the rest when None) of f to the digest, in chunks."""
+    while count is None or count > 0:
+        chunk = f.read(HASH_CHUNK if count is None else min(HASH_CHUNK, count))
+        if not chunk:
+            if count:
+                raise _NotThatFormat
+            return
+        digest.update(chunk)
+        if count is not None:
+            count -= len(chunk)
+
+
+def _read_exact(f, count: int) -> bytes:
+    data = f.read(count)
+    if len(data) != count:
+        raise _NotThatFormat
+    return data
+
+
+def _hash_jpeg(f, size: int, digest) -> None:
+    if _read_exact(f, 2) != b"\xff\xd8":
+        raise _NotThatFormat
+    digest.update(b"\xff\xd8")
+    while True:
+        if _read_exact(f, 1) != b"\xff":
+            raise _NotThatFormat
+        marker = _read_exact(f, 1)
+        while marker == b"\xff":                      # fill bytes
+            marker = _read_exact(f, 1)
+        code = marker[0]
+        if code == 0xD9 or 0xD0 <= code <= 0xD7 or code == 0x01:
+            digest.update(b"\xff" + marker)          # markers without a length
+            if code == 0xD9:
+                _hash_copy(f, digest, None)
+                return
+            continue
+        length_bytes = _read_exact(f, 2)
+        length = struct.unpack(">H", length_bytes)[0]
+        if length < 2 or f.tell() + length - 2 > size:
+            raise _NotThatFormat
+        payload = length - 2
+        if code in (0xED, 0xFE):                      # APP13 (IPTC), COM
+            f.seek(payload, os.SEEK_CUR)
+            continue
+        if code == 0xE1:                              # APP1: EXIF stays, XMP goes
+            head = _read_exact(f, min(payload, 35))
+            if head.startswith(_JPEG_XMP_HEADERS):
+                f.seek(payload - len(head), os.SEEK_CUR)
+                continue
+            digest.update(b"\xff" + marker + length_bytes + head)
+            _hash_copy(f, digest, payload - len(head))
+            continue
+        digest.update(b"\xff" + marker + length_bytes)
+        _hash_copy(f, digest, payload)
+        if code == 0xDA:                              # start of scan: the rest is image
+            _hash_copy(f, digest, None)
+            return
+
+
+def _hash_png(f, size: int, digest) -> None:
+    signature = _read_exact(f, 8)
+    if signature != b"\x89PNG\r\n\x1a\n":
+        raise _NotThatFormat
+    digest.update(signature)
+    while True:
+        header = f.read(8)
+        if not header:
+            return
+        if len(header) != 8:
+            raise _NotThatFormat
+        length, chunk_type = struct.unpack(">I4s", header)
+        if f.tell() + length + 4 > size or not chunk_type.isalpha():
+            raise _NotThatFormat
+        if chunk_type in _PNG_METADATA_CHUNKS:
+            f.seek(length + 4, os.SEEK_CUR)
+            continue
+        digest.update(header)
+        _hash_copy(f, digest, length + 4)
+
+
+def file_extension(name: str) -> str:
+    return os.path.splitext(name)[1][1:].lower()
+
+
+def _is_hidden(name: str, st: os.stat_result) -> bool:
+    if name.startswith("."):
+        return True
+    attributes = getattr(st, "st_file_attributes", 0)     # Windows only
+    return bool(attributes & (getattr(stat, "FILE_ATTRIBUTE_HIDDEN", 2)
+                              | getattr(stat, "FILE_ATTRIBUTE_SYSTEM", 4)))
+
+
+def _size_limit(extension: str) -> int:
+    return MAX_GIF_BYTES if extension == "gif" else MAX_IMAGE_BYTES
+
+
+def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool = False,
+                on_hash: Callable[[], None] | None = None) -> FolderScan:
+    """List a folder's eligible files (SPEC §4), hashing only what may have changed.
+
+    known: name -> FileRecord from the state; a file whose size, mtime_ns and inode
+    match, and whose mtime is not within 2 s of the last scan, keeps its hash unread.
+    """
+    scan = FolderScan(folder)
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        scan.exists = False
+        scan.error = "folder not found"
+        return scan
+    except OSError as e:
+        scan.error = "cannot list the folder: %s" % (e.strerror or e)
+        return scan
+    for entry in sorted(entries, key=lambda e: e.name):
+        name = entry.name
+        try:
+            st = entry.stat()                            # follows symbolic links
+        except OSError as e:
+            scan.unreadable.append((name, e.strerror or str(e)))
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
+                scan.skipped_names.append(name + os.sep)
+            continue
+        extension = file_extension(name)
+        if _is_hidden(name, st):
+            scan.skipped["hidden"] += 1
+            scan.skipped_names.append(name)
+            continue
+        if extension not in IMAGE_EXTENSIONS:
+            scan.skipped["." + extension if extension else "no extension"] += 1
+            scan.skipped_names.append(name)
+            continue
+        if st.st_size > _size_limit(extension):
+            scan.skipped["too large"] += 1
+            scan.skipped_names.append(name)
+            continue
+        record = known.get(name)
+        same_stat = (record is not None and record.size == st.st_size
+                     and record.mtime_ns == st.st_mtime_ns and record.inode == st.st_ino)
+        content = record.hash if same_stat else None
+        near_last_scan = scanned_at_ns and st.st_mtime_ns >= scanned_at_ns - COARSE_MTIME_NS
+        if content is None or rehash_all or near_last_scan:
+            try:
+                content = content_hash(entry.path, extension)
+            except OSError as e:
+                scan.unreadable.append((name, e.strerror or str(e)))
+                scan.files[name] = ScannedFile(name, entry.path, st.st_size,
+                                               st.st_mtime_ns, st.st_ino, None)
+                continue
+            scan.rehashed += 1
+            if on_hash:
+                on_hash()
+        if record is not None and not same_stat:
+            scan.stat_changed = True
+        scan.files[name] = ScannedFile(name, entry.path, st.st_size, st.st_mtime_ns,
+                                       st.st_ino, content)
+    return scan
+
+
+###############################################################################
+# Planner: a pure function from albums.txt + state + scans (+ what Imgur said) to
+# actions. No I/O: the executor does everything, and --dry-run prints the same plan.
+###############################################################################
+
+@dataclasses.dataclass
+class PlanOptions:
+    force: bool = False
+    max_delete: int | None = None
+    verify: bool = False
+
+
+class _Vanished(NamedTuple):
+    target: Target
+    name: str
+    record: FileRecord
+    still_there: bool                 # the name is still there, with other content
+
+
+class _New(NamedTuple):
+    target: Target
+    file: ScannedFile
+
+
+def settle_targets(lines: list, state: StateStore, scans: dict,
+                   key_of: Callable[[str], str] = folder_key) -> list:
+    """Decide which album each listed line syncs with (SPEC §5, continuations and
+    takeovers): a recorded album or folder continues; a new folder whose content is
+    at least 90 % of an unlisted folder's takes over that album; else a new album."""
+    album_of_folder = {key_of(a.folder): album_id for album_id, a in state.albums.items()}
+    pending_folders = {key_of(p["folder"]) for p in state.pending if p["op"] == "create_album"}
+    targets, deferred = [], []
+    for line in lines:
+        if line.kind == "link":
+            if line.album_id in state.albums:
+                moved = key_of(state.albums[line.album_id].folder) != key_of(line.path)
+                targets.append(Target(line, line.path, "sync", line.album_id, retitle=moved))
+            else:
+                targets.append(Target(line, line.path, "link", line.album_id))
+        elif line.kind == "album":
+            album = state.albums.get(line.album_id)
+            if album is not None:
+                targets.append(Target(line, album.folder, "sync", line.album_id))
+            else:
+                targets.append(Target(line, "", "download", line.album_id))
+        else:
+            album_id = album_of_folder.get(key_of(line.path))
+            if album_id is not None:
+                targets.append(Target(line, line.path, "sync", album_id))
+            elif key_of(line.path) in pending_folders:
+                targets.append(Target(line, line.path, "create", None))
+            else:
+                deferred.append(line)
+    claimed = {t.album_id for t in targets}
+    for line in deferred:
+        album_id = _takeover_candidate(scans.get(line.path), state, claimed)
+        if album_id is not None:
+            claimed.add(album_id)
+            targets.append(Target(line, line.path, "sync", album_id, retitle=True))
+        else:
+            targets.append(Target(line, line.path, "create", None))
+    targets.sort(key=lambda t: t.line.number)
+    return targets
+
+
+def _takeover_candidate(scan: FolderScan | None, state: StateStore, claimed: set):
+    if scan is None or not scan.files:
+        return None
+    hashes = {f.hash for f in scan.files.values()}
+    best, best_ratio = None, TAKEOVER_MATCH
+    for album_id, album in sorted(state.albums.items()):
+        if album_id in claimed or not album.files:
+            continue
+        matched = sum(1 for record in album.files.values() if record.hash in hashes)
+        ratio = matched / len(album.files)
+        if ratio >= best_ratio:
+            best, best_ratio = album_id, ratio
+    return best
+
+
+def plan_sync(targets: list, scans: dict, state: StateStore, remote: dict,
+              options: PlanOptions) -> Plan:
+    """Every action this run should take, in execution order (SPEC §5)."""
+    plan = Plan(targets)
+    for target in targets:
+        wants_listing = target.mode in ("link", "download") or (
+            options.verify and target.mode == "sync")
+        if wants_listing and target.album_id not in remote:
+            plan.needs_remote.add(target.album_id)
+
+    pairable = _available_targets(targets, scans, state, options, plan)
+    vanished, new = _differences(pairable, scans, state, plan)
+    changes = _pair(vanished, new, state, plan)
+    album_actions, link_actions = [], []
+    for target in targets:
+        album_actions.extend(_album_actions(target, state))
+        if target.mode in ("link", "download") and target.album_id in remote:
+            link_actions.extend(_link_actions(target, remote[target.album_id],
+                                              scans.get(target.folder), plan))
+    verify_actions = []
+    if options.verify:
+        for target in pairable:
+            if target.mode == "sync" and target.album_id in remote:
+                verify_actions.extend(_verify_actions(target, remote[target.album_id],
+                                                      scans[target.folder], state,
+                                                      changes, plan))
+    changes = _delete_guard(changes, pairable, scans, state, options, plan)
+    purges = [PurgeReplaced(album_id, image_id=image_id)
+              for album_id, album in sorted(state.albums.items())
+              for image_id in album.to_delete]
+    plan.actions = _in_execution_order(album_actions + link_actions + changes
+                                       + verify_actions + purges)
+    return plan
+
+
+def _available_targets(targets, scans, state, options, plan) -> list:
+    """Targets whose folders can be synced; the rest are reported unavailable."""
+    candidates = [t for t in targets if t.mode in ("sync", "create")]
+    all_hashes = collections.Counter()
+    for target in candidates:
+        scan = scans.get(target.folder)
+        if scan is not None:
+            all_hashes.update(f.hash for f in scan.files.values() if f.hash)
+    available = []
+    for target in candidates:
+        scan = scans.get(target.folder)
+        album = state.albums.get(target.album_id) if target.album_id else None
+        if scan is None or scan.error:
+            reason = scan.error if scan else "not scanned"
+            plan.errors.append((target.folder, "unavailable (%s): nothing deleted or "
+                                               "uploaded for it this run" % reason))
+            continue
+        if album is not None and album.download_only:
+            continue
+        recorded = album.files if album is not None else {}
+        if recorded and not scan.files and not scan.unreadable and not options.force:
+            if not any(all_hashes[r.hash] for r in recorded.values()):
+                plan.errors.append((target.folder, "unavailable: the folder holds no "
+                                    "photo while %d are synced (an unmounted drive?); "
+                                    "nothing deleted. Use --force if you emptied it on "
+                                    "purpose." % len(recorded)))
+                continue
+        available.append(target)
+    return available
+
+
+def _differences(targets, scans, state, plan):
+    """Recorded files whose content is gone from their name, and files not yet synced."""
+    vanished, new = [], []
+    for target in targets:
+        scan = scans[target.folder]
+        album = state.albums.get(target.album_id) if target.album_id else None
+        recorded = album.files if album is not None else {}
+        for name, record in recorded.items():
+            found = scan.files.get(name)
+            if found is not None and found.hash in (None, record.hash):
+                if found.hash and (found.size, found.mtime_ns, found.inode) != record[2:]:
+                    plan.stat_updates.append((target.album_id, found))
+                continue
+            vanished.append(_Vanished(target, name, record, found is not None))
+        for name, found in scan.files.items():
+            record = recorded.get(name)
+            if found.hash is not None and (record is None or record.hash != found.hash):
+                new.append(_New(target, found))
+    vanished.sort(key=lambda v: (v.target.folder, v.name))
+    new.sort(key=lambda n: (n.target.folder, n.file.name))
+    return vanished, new
+
+
+def _pair(vanished, new, state, plan) -> list:
+    """Renames first (same folder), then moves (another scanned folder), then the rest
+    as replacements, deletions and uploads. Pairs are taken in sorted path order."""
+    by_hash = collections.defaultdict(list)
+    for candidate in new:
+        by_hash[candidate.file.hash].append(candidate)
+    taken, paired, actions = set(), set(), []
+    moves = {}                                        # (source, destination) -> Move
+
+    def take(v, same_folder):
+        for candidate in by_hash.get(v.record.hash, ()):
+            if id(candidate) in taken or (candidate.target is v.target) != same_folder:
+                continue
+            taken.add(id(candidate))
+            paired.add(id(v))
+            return candidate
+        return None
+
+    for v in vanished:
+        candidate = take(v, same_folder=True)
+        if candidate:
+            actions.append(Rename(v.target.album_id, old_name=v.name, file=candidate.file))
+    for v in vanished:
+        if id(v) in paired:
+            continue
+        candidate = take(v, same_folder=False)
+        if candidate:
+            pair = (v.target.album_id, candidate.target.key)
+            if pair not in moves:
+                moves[pair] = Move(candidate.target.key, source=v.target.album_id)
+                actions.append(moves[pair])
+            moves[pair].items.append(MoveItem(v.record.image_id, v.name, candidate.file))
+    new_at = {(n.target.key, n.file.name): n for n in new}
+    for v in vanished:
+        if id(v) in paired:
+            continue
+        replacement = new_at.get((v.target.key, v.name)) if v.still_there else None
+        if replacement is not None and id(replacement) not in taken:
+            taken.add(id(replacement))
+            actions.append(Upload(v.target.album_id, file=replacement.file,
+                                  replaces=v.record.image_id))
+        else:
+            actions.append(Delete(v.target.album_id, name=v.name,
+                                  image_id=v.record.image_id))
+    for candidate in new:
+        if id(candidate) in taken:
+            continue
+        if candidate.file.hash in state.refused:
+            plan.refused.append((candidate.target.folder, candidate.file.name))
+            continue
+        actions.append(Upload(candidate.target.key, file=candidate.file))
+    return actions
+
+
+def _album_actions(target: Target, state: StateStore) -> list:
+    if target.mode == "create":
+        return [CreateAlbum(target.key, folder=target.folder,
+                            title=os.path.basename(target.folder))]
+    if target.mode == "sync" and target.retitle:
+        title = os.path.basename(target.folder)
+        if state.albums[target.album_id].title != title:
+            return [RetitleAlbum(target.album_id, title=title)]
+    return []
+
+
+@dataclasses.dataclass
+class LinkAlbum(Action):
+    """Record an existing album in the state (an ALBUM or first PATH -> ALBUM line)."""
+    folder: str = ""
+    title: str = ""
+    owner: str | None = None
+    download_only: bool = False
+    requests = credits = 0
+    symbol, verb = "*", "link album"
+
+
+def _link_actions(target: Target, remote: RemoteAlbum, scan, plan) -> list:
+    """First link of a folder to an existing album: adopt images whose name matches a
+    local file, download the remote-only ones, upload the local-only ones. No deletes."""
+    if not remote.found:
+        plan.errors.append((target.folder or target.album_id, (
+            "album %s was not found on Imgur: remove ' -> ...' from line %d of albums.txt "
+            "to have a new album created for this folder" % (remote.album_id,
+                                                              target.line.number))
+            if target.mode == "link" else
+            "album %s (line %d) was not found on Imgur" % (remote.album_id,
+                                                          target.line.number)))
+        return []
+    actions = [LinkAlbum(remote.album_id, folder=target.folder, title=remote.title or "",
+                         owner=remote.owner, download_only=not remote.owned)]
+    local = dict(scan.files) if scan is not None else {}
+    for image in sorted(remote.images, key=lambda i: (i.datetime, i.image_id)):
+        match = local.pop(image.name, None) if image.name else None
+        if match is not None and match.hash is not None:
+            actions.append(Adopt(remote.album_id, file=match, image_id=image.image_id))
+        else:
+            actions.append(Download(remote.album_id, folder=target.folder, image=image))
+    if remote.owned:
+        for name, found in sorted(local.items()):
+            if found.hash is not None:
+                actions.append(Upload(remote.album_id, file=found))
+    return actions
+
+
+def _verify_actions(target, remote, scan, state, changes, plan) -> list:
+    """--verify: repair recorded images missing from the album; download images that
+    were added on Imgur."""
+    if not remote.found:
+        plan.errors.append((target.folder, "album %s no longer exists on Imgur: remove "
+                            "' -> ...' from line %d of albums.txt to start a new album"
+                            % (target.album_id, target.line.number)))
+        return []
+    album = state.albums[target.album_id]
+    busy = {a.old_name for a in changes if isinstance(a, Rename)}
+    busy.update(a.name for a in changes if isinstance(a, Delete))
+    busy.update(i.old_name for a in changes if isinstance(a, Move) for i in a.items)
+    busy.update(a.file.name for a in changes if isinstance(a, Upload) and a.replaces)
+    present = {image.image_id for image in remote.images}
+    actions = [Repair(target.album_id, name=name, record=record, file=scan.files.get(name))
+               for name, record in sorted(album.files.items())
+               if record.image_id not in present and name not in busy]
+    known = state.known_image_ids()
+    for image in sorted(remote.images, key=lambda i: (i.datetime, i.image_id)):
+        if image.image_id not in known:
+            actions.append(Download(target.album_id, folder=target.folder, image=image))
+    return actions
+
+
+def _delete_guard(actions, targets, scans, state, options, plan) -> list:
+    """In an album of 4+ files, deletions (or replacements) touching more than half of
+    them are all held back, unless --max-delete N allows that many or --force."""
+    kept = []
+    by_album = collections.defaultdict(list)
+    for action in actions:
+        by_album[action.album].append(action)
+    folders = {t.key: t.folder for t in targets}
+    for album_key, album_actions in by_album.items():
+        album = state.albums.get(album_key)
+        recorded = len(album.files) if album is not None else 0
+        folder = folders.get(album_key, album_key)
+        held = set()
+        for label, kind in (("deletions", Delete), ("replacements", Upload)):
+            group = [a for a in album_actions
+                     if isinstance(a, kind) and (kind is Delete or a.replaces)]
+            if not group or _guard_allows(len(group), recorded, options):
+                continue
+            held.update(map(id, group))
+            plan.held.append(Held(album_key, folder, "%d %s of %d synced files is more "
+                                  "than half: none done (use --max-delete %d or --force "
+                                  "if this is intended)" % (len(group), label, recorded,
+                                                            len(group)), group))
+        scan = scans.get(folder)
+        if scan is not None and scan.unreadable:
+            deletes = [a for a in album_actions
+                       if isinstance(a, Delete) and id(a) not in held]
+            if deletes:
+                held.update(map(id, deletes))
+                plan.held.append(Held(album_key, folder, "files could not be read: no "
+                                      "deletions in this folder this run", deletes))
+        kept.extend(a for a in album_actions if id(a) not in held)
+    return kept
+
+
+def _guard_allows(count: int, recorded: int, options: PlanOptions) -> bool:
+    if options.force or recorded < DELETE_GUARD_MIN_FILES or count * 2 <= recorded:
+        return True
+    return options.max_delete is not None and count <= options.max_delete
+
+
+_ORDER = {LinkAlbum: 0, CreateAlbum: 1, RetitleAlbum: 2, Adopt: 3, Rename: 3, Download: 4,
+          Upload: 5, Move: 6, Repair: 7, Delete: 8, PurgeReplaced: 9}
+
+
+def _in_execution_order(actions: list) -> list:
+    """Albums first, then local bookkeeping, downloads, uploads (per album in file-name
+    order), moves, repairs; deletions last, once everything else has been tried."""
+    def key(action):
+        name = getattr(getattr(action, "file", None), "name", "") or getattr(action, "name", "")
+        return (_ORDER[type(action)], action.album if isinstance(action, Upload) else "",
+                name)
+    return sorted(actions, key=key)
+
+
+###############################################################################
+# Output, log and secrets
+###############################################################################
+
+_SECRETS: set = set()
+
+
+def register_secret(value) -> None:
+    """Remember a token or secret so that no message ever shows it."""
+    if isinstance(value, str) and len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+class Log:
+    """log.txt: one line per remote operation and per error, rotated before 1 MiB."""
+
+    def __init__(self, home: str):
+        self.path = os.path.join(home, LOG_FILE)
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> None:
+        line = ("%s %s\n" % (iso_now(), redact(text).replace("\n", " "))).encode("utf-8")
+        with self._lock:
+            try:
+                self._rotate_if_needed(len(line))
+                with open(self.path, "ab") as f:
+                    f.write(line)
+            except OSError:
+                pass                       # a full disk must not turn a sync into a crash
+
+    def _rotate_if_needed(self, incoming: int) -> None:
+        try:
+            size = os.path.getsize(self.path)
+        except OSError:
+            return
+        if size + incoming < LOG_MAX_BYTES:
+            return
+        for index in range(LOG_KEEP, 0, -1):
+            older = "%s.%d" % (self.path, index)
+            newer = self.path if index == 1 else "%s.%d" % (self.path, index - 1)
+            if os.path.exists(newer):
+                os.replace(newer, older)
+
+
+class Output:
+    """What the user sees: actions and the summary on stdout, the rest on stderr."""
+
+    COLORS = {"+": "32", "-": "31", ">": "36", "~": "33", "!": "1;31", "<": "34",
+              "*": "1", "=": "2", "warning": "33", "error": "1;31"}
+
+    def __init__(self, verbosity: int, log: Log | None):
+        self.verbosity = verbosity                  # -1 quiet, 0 normal, 1 verbose
+        self.log = log
+        no_color = bool(os.environ.get("NO_COLOR"))
+        self.color_out = _isatty(sys.stdout) and not no_color
+        self.color_err = _isatty(sys.stderr) and not no_color
+        self.progress_enabled = _isatty(sys.stderr) and verbosity >= 0
+        self._lock = threading.Lock()
+
+    def _paint(self, text: str, key: str, enabled: bool) -> str:
+        return "\x1b[%sm%s\x1b[0m" % (self.COLORS[key], text) if enabled else text
+
+    def _write(self, stream, text: str) -> None:
+        with self._lock:
+            try:
+                stream.write(redact(text) + "\n")
+                stream.flush()
+            except (OSError, ValueError):
+                pass                                # a closed pipe must not crash a sync
+
+    def action(self, symbol: str, text: str, always: bool = False) -> None:
+        if self.verbosity >= 0 or (always and symbol == "!"):
+            stream = sys.stdout if symbol != "!" or self.verbosity >= 0 else sys.stderr
+            self._write(stream, "%s %s" % (self._paint(symbol, symbol, self.color_out), text))
+
+    def info(self, text: str) -> None:
+        if self.verbosity >= 0:
+            self._write(sys.stdout, text)
+
+    def detail(self, text: str) -> None:
+        if self.verbosity > 0:
+            self._write(sys.stdout, "  " + text)
+
+    def warn(self, text: str) -> None:
+        if self.verbosity >= 0:
+            self._write(sys.stderr, self._paint("warning:", "warning", self.color_err)
+                        + " " + text)
+        if self.log:
+            self.log.write("warning " + text)
+
+    def error(self, text: str) -> None:
+        self._write(sys.stderr, self._paint("error:", "error", self.color_err) + " " + text)
+        if self.log:
+            self.log.write("error " + text)
+
+    def progress(self, total: int, description: str, unit: str = "file"):
+        """A tqdm bar on a terminal's stderr, shown at once; else a bar that does nothing."""
+        if not self.progress_enabled or total <= 0:
+            return _NoProgress()
+        from tqdm import tqdm
+        scale = unit == "B"
+        return tqdm(total=total, desc=description, unit=unit, unit_scale=scale,
+                    unit_divisor=1024 if scale else 1000, file=sys.stderr, leave=False,
+                    dynamic_ncols=True, mininterval=0.1, delay=0,
+                    colour=None if not self.color_err else "green")
+
+
+class _NoProgress:
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+    def set_postfix_str(self, *args, **kwargs):
+        pass
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def stdin_is_terminal() -> bool:
+    return _isatty(sys.stdin)
+
+
+###############################################################################
+# Imgur client: imgurpython's ImgurClient with imgurbox's own make_request
+###############################################################################
+
+class Credentials:
+    """credentials.json (0600): client ID and secret, access and refresh tokens."""
+
+    FIELDS = ("client_id", "client_secret", "access_token", "refresh_token",
+              "account_username")
+
+    def __init__(self, path: str, values: dict):
+        self.path = path
+        self.values = {k: values.get(k) for k in self.FIELDS}
+        for key in ("client_secret", "access_token", "refresh_token"):
+            register_secret(self.values.get(key))
+
+    @classmethod
+    def load(cls, home: str, out: Output | None = None) -> "Credentials":
+        """The stored credentials, with IMGUR_CLIENT_ID/SECRET from the environment first."""
+        path = os.path.join(home, CREDENTIALS_FILE)
+        values = {}
+        try:
+            with open(path, "rb") as f:
+                values = json.loads(f.read().decode("utf-8"))
+            if not isinstance(values, dict):
+                raise ValueError("not a JSON object")
+        except FileNotFoundError:
+            pass
+        except (ValueError, UnicodeDecodeError) as e:
+            raise UsageError("%s cannot be read (%s): fix it or delete it and run "
+                             "`imgurbox.py auth`" % (path, type(e).__name__))
+        except OSError as e:
+            raise UsageError("cannot read %s: %s" % (path, e.strerror))
+        for key, env in (("client_id", "IMGUR_CLIENT_ID"), ("client_secret", "IMGUR_CLIENT_SECRET")):
+            if os.environ.get(env):
+                values[key] = os.environ[env]
+        credentials = cls(path, values)
+        if values and out is not None:
+            credentials._check_permissions(out)
+        return credentials
+
+    def _check_permissions(self, out: Output) -> None:
+        if os.name != "posix":
+            return
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return
+        if st.st_mode & 0o077:
+            if st.st_uid == os.getuid():
+                os.chmod(self.path, 0o600)
+                out.warn("%s was readable by others; its mode is now 0600" % self.path)
+            else:
+                out.warn("%s is readable by others: run chmod 600 on it" % self.path)
+
+    def __getitem__(self, key):
+        return self.values.get(key)
+
+    @property
+    def usable(self) -> bool:
+        return bool(self["client_id"] and self["client_secret"] and self["refresh_token"])
+
+    def update(self, **values) -> None:
+        for key, value in values.items():
+            if key in self.FIELDS and value:
+                self.values[key] = value
+                register_secret(value) if key != "account_username" else None
+
+    def save(self) -> None:
+        data = {k: v for k, v in self.values.items() if v}
+        write_atomically(self.path, (json.dumps(data, indent=2) + "\n").encode("utf-8"),
+                         mode=0o600)
+
+
+class RateView:
+    """What the last answers said of Imgur's limits, shared by every worker."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.user_limit = self.user_remaining = self.user_reset = None
+        self.client_limit = self.client_remaining = self.client_reset = None
+        self.post_remaining = self.post_reset = None
+        self.in_flight = 0                # credits of uploads started but not answered
+
+    @staticmethod
+    def _reset_time(value):
+        """Imgur sends epoch seconds, or (answers seen in 2025) seconds from now."""
+        if value is None:
+            return None
+        return value if value >= 1e9 else time.time() + value
+
+    def update(self, headers) -> None:
+        def number(name):
+            try:
+                return int(float(headers[name]))
+            except (KeyError, TypeError, ValueError):
+                return None
+        with self._lock:
+            for attribute, header in (
+                    ("user_limit", "X-RateLimit-UserLimit"),
+                    ("user_remaining", "X-RateLimit-UserRemaining"),
+                    ("client_limit", "X-RateLimit-ClientLimit"),
+                    ("client_remaining", "X-RateLimit-ClientRemaining"),
+                    ("post_remaining", "X-Post-Rate-Limit-Remaining")):
+                value = number(header)
+                if value is not None:
+                    setattr(self, attribute, value)
+            for attribute, header in (("user_reset", "X-RateLimit-UserReset"),
+                                      ("client_reset", "X-RateLimit-ClientReset"),
+                                      ("post_reset", "X-Post-Rate-Limit-Reset")):
+                value = number(header)
+                if value is not None:
+                    setattr(self, attribute, self._reset_time(value))
+
+    def reserve_upload(self) -> str | None:
+        """Book an upload's credits; None if it may start, else why it may not."""
+        with self._lock:
+            if self.user_remaining is not None and \
+                    self.user_remaining - self.in_flight < USER_CREDITS_FLOOR:
+                return "Imgur's hourly credits for this account are used up"
+            if self.client_limit and self.client_remaining is not None and \
+                    self.client_remaining - self.in_flight < CLIENT_CREDITS_RESERVE * self.client_limit:
+                return ("the application's daily credits are down to the 10 % reserve "
+                        "(five days a month at the cap block the application)")
+            if self.post_remaining is not None and self.post_remaining < 1:
+                return "Imgur's hourly limit of uploads from this address is reached"
+            self.in_flight += UPLOAD_CREDITS
+            return None
+
+    def release_upload(self) -> None:
+        with self._lock:
+            self.in_flight = max(0, self.in_flight - UPLOAD_CREDITS)
+
+    def reset_at(self) -> float | None:
+        candidates = [t for t in (self.user_reset, self.post_reset) if t]
+        return max(candidates) if candidates else None
+
+
+def _error_message(payload) -> str:
+    """Imgur's error text from either answer shape (envelope or `errors`)."""
+    if not isinstance(payload, dict):
+        return ""
+    data = payload.get("data")
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict):
+            return str(error.get("message") or error.get("type") or error)
+        if error is not None:
+            return str(error)
+    errors = payload.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        return str(errors[0].get("detail") or errors[0].get("status") or errors[0])
+    return ""
+
+
+def _is_over_capacity(status: int, message: str) -> bool:
+    return status == 403 and "over capacity" in message.lower()
+
+
+def _is_rate_limit(status: int, message: str) -> bool:
+    text = message.lower()
+    return status == 429 or (status == 400 and ("too fast" in text or "wait" in text))
+
+
+class Api:
+    """Every HTTP request to Imgur: one keep-alive session per thread, timeouts,
+    bounded retries with backoff and jitter, rate-limit headers, one token refresh."""
+
+    def __init__(self, base_url: str, credentials: Credentials, log: Log, out: Output):
+        self.base_url = base_url
+        self.credentials = credentials
+        self.log = log
+        self.out = out
+        self.rate = RateView()
+        self.timeouts = (float(os.environ.get("IMGURBOX_CONNECT_TIMEOUT", CONNECT_TIMEOUT)),
+                         float(os.environ.get("IMGURBOX_READ_TIMEOUT", READ_TIMEOUT)))
+        self.backoff_scale = float(os.environ.get("IMGURBOX_BACKOFF_SCALE", 1.0))
+        self.requests_sent = 0
+        self._local = threading.local()
+        self._token_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._failed_in_a_row = 0
+        import requests
+        self._requests = requests
+
+    def session(self):
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._requests.Session()
+            session.headers["User-Agent"] = "imgurbox/" + VERSION
+            self._local.session = session
+        return session
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter; the waits of one request stay under 30 s."""
+        delay = min(8.0, 1.0 * 2 ** attempt) * (0.5 + random.random() / 2)
+        delay *= self.backoff_scale
+        if delay > 0:
+            time.sleep(delay)
+        return delay
+
+    def _auth_header(self, anon: bool) -> tuple:
+        token = self.credentials["access_token"]
+        if anon or not token:
+            return {"Authorization": "Client-ID %s" % self.credentials["client_id"]}, None
+        return {"Authorization": "Bearer %s" % token}, token
+
+    def _note_outcome(self, failed: bool) -> None:
+        with self._count_lock:
+            self._failed_in_a_row = self._failed_in_a_row + 1 if failed else 0
+            if self._failed_in_a_row >= MAX_FAILED_REQUESTS_IN_A_ROW:
+                raise ServiceDownError("Imgur failed %d requests in a row, each after %d "
+                                       "tries: stopping early; the next run resumes"
+                                       % (self._failed_in_a_row, MAX_TRIES))
+
+    def request(self, method: str, route: str, params=None, data=None, files_body=None,
+                anon: bool = False, idempotent: bool = True):
+        """Send one API call, retried as SPEC §2 says; returns the answer's `data`.
+
+        A non-idempotent call (upload, album creation) whose outcome is unknown raises
+        OutcomeUnknown: the caller looks before sending it again.
+        """
+        url = self.base_url + "3/" + route
+        refreshed, attempt, waited, last_problem = False, 0, 0.0, ""
+        while True:
+            headers, token_used = self._auth_header(anon)
+            body = data
+            if files_body is not None:
+                body, headers["Content-Type"] = files_body()
+            problem, unknown = None, False
+            try:
+                with self._count_lock:
+                    self.requests_sent += 1
+                response = self.session().request(method, url, params=params, data=body,
+                                                  headers=headers, timeout=self.timeouts)
+            except self._requests.RequestException as e:
+                problem, unknown = "no answer (%s)" % type(e).__name__, True
+            else:
+                self.rate.update(response.headers)
+                payload = _parse_json(response)
+                status = response.status_code
+                message = _error_message(payload)
+                if _is_rate_limit(status, message):
+                    raise RateLimitError("Imgur's rate limit: %s" % (message or status),
+                                         self.rate.reset_at())
+                if _is_over_capacity(status, message) or (status == 403 and payload is None):
+                    problem = "Imgur is over capacity (HTTP %d)" % status
+                elif status >= 500 or payload is None:
+                    problem, unknown = "HTTP %d%s" % (status, "" if payload is not None
+                                                      else ", not JSON"), True
+                elif status in (401, 403) and not anon:
+                    if refreshed or not self.credentials["refresh_token"]:
+                        self._note_outcome(False)
+                        raise RequestRefused("refused after a token refresh: %s"
+                                             % (message or status), status)
+                    self.refresh(token_used)
+                    refreshed = True
+                    continue
+                elif status >= 400:
+                    self._note_outcome(False)
+                    raise RequestRefused(message or "HTTP %d" % status, status)
+                else:
+                    self._note_outcome(False)
+                    if isinstance(payload, dict) and "data" in payload:
+                        return payload["data"]
+                    return payload
+            last_problem = problem
+            if unknown and not idempotent:
+                raise OutcomeUnknown(problem)
+            attempt += 1
+            if attempt >= MAX_TRIES or waited >= MAX_BACKOFF_TOTAL * self.backoff_scale:
+                self._note_outcome(True)
+                raise RequestRefused("%s %s failed %d times: %s"
+                                     % (method, route, attempt, last_problem), 0)
+            waited += self.backoff(attempt - 1)
+
+    def refresh(self, token_used: str | None) -> None:
+        """Exchange the refresh token for a new access token; save the answer at once."""
+        with self._token_lock:
+            if token_used is not None and self.credentials["access_token"] != token_used:
+                return                               # another worker refreshed already
+            answer = self._token_request({
+                "refresh_token": self.credentials["refresh_token"],
+                "client_id": self.credentials["client_id"],
+                "client_secret": self.credentials["client_secret"],
+                "grant_type": "refresh_token"})
+            self.credentials.update(access_token=answer.get("access_token"),
+                                    refresh_token=answer.get("refresh_token"),
+                                    account_username=answer.get("account_username"))
+            self.credentials.save()
+            self.log.write("token refreshed")
+
+    def _token_request(self, form: dict) -> dict:
+        """POST /oauth2/token; a refusal is AuthError, an unreachable server is retried."""
+        for key in ("refresh_token", "client_secret", "pin", "code"):
+            register_secret(form.get(key))
+        url = self.base_url + "oauth2/token"
+        for attempt in range(MAX_TRIES):
+            try:
+                response = self.session().post(url, data=form, timeout=self.timeouts)
+            except self._requests.RequestException as e:
+                problem = "no answer (%s)" % type(e).__name__
+            else:
+                payload = _parse_json(response)
+                if response.status_code < 500 and payload is not None:
+                    if response.status_code == 200 and isinstance(payload, dict) \
+                            and payload.get("access_token"):
+                        for key in ("access_token", "refresh_token"):
+                            register_secret(payload.get(key))
+                        return payload
+                    raise AuthError("Imgur refused the authorization (%s): run "
+                                    "`imgurbox.py auth` to authorize again"
+                                    % (_error_message(payload) or response.status_code))
+                problem = "HTTP %d" % response.status_code
+            if attempt + 1 < MAX_TRIES:
+                self.backoff(attempt)
+        self._note_outcome(True)
+        raise RequestRefused("cannot reach Imgur to refresh the token: %s" % problem, 0)
+
+    def download(self, link: str, destination, on_bytes: Callable[[int], None]) -> str:
+        """Stream an image link into an open file, without the Authorization header.
+        Returns the final URL (a deleted image ends at removed.png)."""
+        if urllib.parse.urlsplit(link).scheme not in ("http", "https"):
+            raise RequestRefused("not an http(s) link: %r" % link, 0)
+        for attempt in range(MAX_TRIES):
+            destination.seek(0)
+            destination.truncate()
+            try:
+                with self.session().get(link, stream=True, timeout=self.timeouts) as response:
+                    if response.status_code == 404:
+                        return "removed.png"
+                    if response.status_code >= 500:
+                        raise self._requests.ConnectionError("HTTP %d" % response.status_code)
+                    response.raise_for_status()
+                    expected = response.headers.get("Content-Length")
+                    received = 0
+                    for chunk in response.iter_content(HASH_CHUNK):
+                        destination.write(chunk)
+                        received += len(chunk)
+                        on_bytes(len(chunk))
+                    if expected is not None and received != int(expected):
+                        raise self._requests.ConnectionError("download cut short")
+                    return response.url
+            except self._requests.HTTPError as e:
+                raise RequestRefused(str(e), e.response.status_code if e.response is not None else 0)
+            except self._requests.RequestException:
+                if attempt + 1 == MAX_TRIES:
+                    self._note_outcome(True)
+                    raise RequestRefused("download of %s failed %d times" % (link, MAX_TRIES), 0)
+                self.backoff(attempt)
+        return link
+
+
+def _parse_json(response):
+    """The answer as JSON, or None: decided by parsing, never by Content-Type."""
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        return None
+
+
+def make_client(api: Api):
+    """An imgurpython ImgurClient whose every request goes through `api`.
+
+    imgurpython's __init__ calls /3/credits and its make_request has no session, no
+    timeout and no retry (IMGUR_API.md), so both are replaced; its models, endpoint
+    helpers and exception classes are kept.
+    """
+    import imgurpython.client
+    from imgurpython import ImgurClient
+
+    imgurpython.client.API_URL = api.base_url      # redirects anything left to it
+
+    class ImgurboxClient(ImgurClient):
+        def __init__(self):                          # no /3/credits request
+            self.client_id = api.credentials["client_id"]
+            self.client_secret = api.credentials["client_secret"]
+            self.auth = None
+            self.mashape_key = None
+            self.credits = {}
+            self.api = api
+
+        def make_request(self, method, route, data=None, force_anon=False):
+            method = method.upper()
+            if method in ("GET", "DELETE"):
+                return api.request(method, route, params=data, anon=force_anon)
+            return api.request(method, route, data=data, anon=force_anon,
+                               idempotent=not route.rstrip("/").endswith(("album", "image", "upload")))
+
+        def upload_file(self, path: str, album_id: str, name: str, on_bytes) -> dict:
+            """Binary multipart upload, streamed from disk (a third fewer bytes than
+            imgurpython's base64 form, in constant memory)."""
+            from requests_toolbelt.multipart.encoder import (MultipartEncoder,
+                                                             MultipartEncoderMonitor)
+            mime = MIME_TYPES.get(file_extension(name), "application/octet-stream")
+            opened = []
+
+            def fresh_body():                       # one per attempt: a body is read once
+                f = open(path, "rb")
+                opened.append(f)
+                encoder = MultipartEncoder(fields=[
+                    ("album", album_id), ("name", name), ("type", "file"),
+                    ("image", (name, f, mime))])
+                monitor = MultipartEncoderMonitor(encoder, lambda m: on_bytes(m.bytes_read))
+                return monitor, monitor.content_type
+            try:
+                return api.request("POST", "image", files_body=fresh_body, idempotent=False)
+            finally:
+                for f in opened:
+                    f.close()
+
+        def album_images(self, album_id: str) -> list:
+            return [_remote_image(image.__dict__) for image in self.get_album_images(album_id)]
+
+    return ImgurboxClient()
+
+
+def _remote_image(data: dict) -> RemoteImage:
+    return RemoteImage(str(data.get("id")), data.get("name") or None, data.get("link") or "",
+                       int(data.get("datetime") or 0), data.get("type"))
+
+
+###############################################################################
+# Executor: the only code that changes anything, local or remote
+###############################################################################
+
+@dataclasses.dataclass
+class SyncOptions:
+    dry_run: bool = False
+    verify: bool = False
+    rehash: bool = False
+    force: bool = False
+    max_delete: int | None = None
+    jobs: int = 4
+
+
+@dataclasses.dataclass
+class Tally:
+    """What the run did, for the summary line and the exit code."""
+    counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    failed: int = 0
+    held: int = 0
+    rate_limit: RateLimitError | None = None
+    auth_error: AuthError | None = None
+    stopped: ImgurboxError | None = None
+
+    def exit_code(self) -> int:
+        if self.auth_error:
+            return EXIT_AUTH
+        if self.rate_limit:
+            return EXIT_RATE_LIMIT
+        return EXIT_FAILED if (self.failed or self.held or self.stopped) else EXIT_OK
+
+
+class UploadResult(NamedTuple):
+    image_id: str
+    extra_ids: tuple = ()              # other images a pending check found: reported
+
+
+class Executor:
+    """Applies a plan: albums, local bookkeeping, downloads, uploads (parallel),
+    moves, repairs, deletions last. State is journaled after every remote change."""
+
+    def __init__(self, home, state, api, client, out, log, options: SyncOptions,
+                 tally: Tally, folders: dict):
+        self.home = home
+        self.state = state
+        self.api = api
+        self.client = client
+        self.out = out
+        self.log = log
+        self.options = options
+        self.tally = tally
+        self.folders = folders                  # album key -> folder, for messages
+        self.album_ids = {}                     # 'new:<folder>' -> created album ID
+        self.failed_keys = set()                # album keys whose creation failed
+        self.stopping = False
+
+    # -- helpers -------------------------------------------------------------------
+
+    def album_id(self, key: str) -> str | None:
+        return self.album_ids.get(key, None if key.startswith("new:") else key)
+
+    def where(self, key: str, name: str = "") -> str:
+        folder = self.folders.get(key) or self.folders.get(self.album_id(key) or "", key)
+        label = os.path.basename(folder) or folder
+        return "%s/%s" % (label, name) if name else label
+
+    def fail(self, text: str) -> None:
+        self.tally.failed += 1
+        self.out.action("!", "failed " + text, always=True)
+        self.log.write("failed " + text)
+
+    def done(self, symbol: str, verb: str, text: str, count_as: str) -> None:
+        self.tally.counts[count_as] += 1
+        self.out.action(symbol, "%s %s" % (verb, text))
+        self.log.write("%s %s" % (verb, text))
+
+    def stop_for(self, error: ImgurboxError) -> None:
+        """Record why the run stops early; nothing new starts after this."""
+        self.stopping = True
+        if isinstance(error, RateLimitError):
+            self.tally.rate_limit = self.tally.rate_limit or error
+        elif isinstance(error, AuthError):
+            self.tally.auth_error = self.tally.auth_error or error
+        else:
+            self.tally.stopped = self.tally.stopped or error
+
+    # -- the plan ------------------------------------------------------------------
+
+    def run(self, actions: list) -> None:
+        index = 0
+        while index < len(actions) and not self.stopping:
+            action = actions[index]
+            if isinstance(action, Upload):
+                end = index
+                while end < len(actions) and isinstance(actions[end], Upload):
+                    end += 1
+                self.run_uploads(actions[index:end])
+                index = end
+                self.purge_replaced()
+                continue
+            try:
+                self.apply(action)
+            except (RateLimitError, AuthError, ServiceDownError) as e:
+                self.stop_for(e)
+            except RequestRefused as e:
+                self.fail("%s %s: %s" % (action.verb, self.describe(action), e))
+            index += 1
+        if not self.stopping:
+            self.purge_replaced()
+
+    def describe(self, action) -> str:
+        name = getattr(getattr(action, "file", None), "name", None) or getattr(action, "name", "")
+        return self.where(action.album, name)
+
+    def apply(self, action) -> None:
+        key = action.album
+        if key in self.failed_keys:
+            return
+        handler = getattr(self, "do_" + type(action).__name__)
+        handler(action)
+
+    # -- albums -----------------------------------------------------------------------
+
+    def do_LinkAlbum(self, action: LinkAlbum) -> None:
+        os.makedirs(action.folder, exist_ok=True)
+        existing = self.state.albums.get(action.album)
+        self.state.set_album(action.album, folder=action.folder, listed=True,
+                             title=action.title, owner=action.owner,
+                             download_only=action.download_only)
+        if existing is None:
+            self.out.action("*", "album %s %s%s" % (self.where(action.album),
+                                                   ALBUM_URL.format(action.album),
+                                                   " (download-only: another account's)"
+                                                   if action.download_only else ""))
+            self.log.write("link album %s %s" % (action.album, action.folder))
+
+    def do_CreateAlbum(self, action: CreateAlbum) -> None:
+        if any(p["op"] == "create_album" and folder_key(p["folder"]) == folder_key(action.folder)
+               for p in self.state.pending):
+            self.failed_keys.add(action.album)
+            self.fail("%s: an earlier album creation is still unresolved" % action.title)
+            return
+        pending = self.state.add_pending({"op": "create_album", "folder": action.folder,
+                                          "title": action.title})
+        try:
+            album_id = self._send_create_album(action, pending)
+        except BaseException:
+            if not isinstance(sys.exc_info()[1], (OutcomeUnknown, Interrupted, KeyboardInterrupt)):
+                self.failed_keys.add(action.album)
+            raise
+        self._record_new_album(album_id, action.folder, action.title)
+        self.state.resolve_pending(pending["id"])
+        self.album_ids[action.album] = album_id
+
+    def _send_create_album(self, action, pending) -> str:
+        for attempt in range(MAX_TRIES):
+            try:
+                answer = self.client.create_album({"title": action.title, "privacy": "hidden"})
+                return str(answer["id"])
+            except OutcomeUnknown:
+                self.api.backoff(attempt)
+                found = find_pending_album(self.client, self.state, pending)
+                if len(found) == 1:
+                    return found[0]
+                if len(found) > 1:
+                    raise RequestRefused("several albums titled %r appeared; adopted none: "
+                                         "delete the extra ones on Imgur" % action.title, 0)
+        raise RequestRefused("album creation failed %d times" % MAX_TRIES, 0)
+
+    def _record_new_album(self, album_id: str, folder: str, title: str) -> None:
+        self.state.set_album(album_id, folder=folder, listed=True, title=title)
+        self.folders[album_id] = folder
+        self.done("*", "album", "%s %s" % (title, ALBUM_URL.format(album_id)), "albums created")
+
+    def do_RetitleAlbum(self, action: RetitleAlbum) -> None:
+        self.client.make_request("POST", "album/%s" % action.album, {"title": action.title})
+        self.state.set_album(action.album, title=action.title,
+                             folder=self.folders.get(action.album, ""))
+        self.log.write("retitle album %s %r" % (action.album, action.title))
+
+    # -- bookkeeping without transfer -----------------------------------------------------
+
+    def do_Adopt(self, action: Adopt) -> None:
+        f = action.file
+        self.state.set_file(action.album, f.name,
+                            FileRecord(action.image_id, f.hash, f.size, f.mtime_ns, f.inode))
+        self.out.detail("= %s is image %s" % (self.where(action.album, f.name), action.image_id))
+        self.tally.counts["linked"] += 1
+
+    def do_Rename(self, action: Rename) -> None:
+        record = self.state.albums[action.album].files[action.old_name]
+        f = action.file
+        self.state.drop_file(action.album, action.old_name)
+        self.state.set_file(action.album, f.name, record._replace(
+            size=f.size, mtime_ns=f.mtime_ns, inode=f.inode))
+        self.out.detail("= %s renamed to %s (no request)" % (
+            self.where(action.album, action.old_name), f.name))
+        self.tally.counts["renamed"] += 1
+
+    # -- downloads -----------------------------------------------------------------------
+
+    def do_Download(self, action: Download) -> None:
+        image = action.image
+        folder = action.folder
+        os.makedirs(folder, exist_ok=True)
+        name = safe_file_name(image.name, image.image_id, image.mime)
+        tmp_path = os.path.join(folder, ".imgurbox-%s.part" % image.image_id)
+        bar = self.out.progress(1, "download", unit="file")
+        try:
+            with open(tmp_path, "wb") as f:
+                final_url = self.api.download(image.link, f, lambda n: None)
+                f.flush()
+                os.fsync(f.fileno())
+            if final_url.rstrip("/").endswith("removed.png"):
+                os.unlink(tmp_path)
+                self.out.warn("%s: image %s was deleted on Imgur; not downloaded"
+                              % (self.where(action.album), image.image_id))
+                self.state.ignore_image(action.album, image.image_id)
+                return
+            path = place_download(tmp_path, folder, name)
+        finally:
+            bar.close()
+            if os.path.exists(tmp_path):
+                os.unlink(tmp_path)
+        st = os.stat(path)
+        content = content_hash(path, file_extension(path))
+        self.state.set_file(action.album, os.path.basename(path),
+                            FileRecord(image.image_id, content, st.st_size, st.st_mtime_ns,
+                                       st.st_ino))
+        self.done("<", "download", self.where(action.album, os.path.basename(path)),
+                  "downloaded")
+
+    # -- uploads (parallel, reported in plan order) ---------------------------------------
+
+    def run_uploads(self, uploads: list) -> None:
+        import queue
+        jobs = max(1, self.options.jobs)
+        total_bytes = sum(a.file.size for a in uploads)
+        bar = self.out.progress(total_bytes, "upload", unit="B")
+        done_queue = queue.Queue()
+        work_queue = queue.Queue()
+        results, started, reported, in_flight = {}, 0, 0, 0
+
+        def worker():
+            while True:
+                item = work_queue.get()
+                if item is None:
+                    return
+                index, action, pending = item
+                try:
+                    result = self._send_upload(action, pending, bar)
+                except BaseException as e:             # handed to the main thread
+                    result = e
+                done_queue.put((index, result))
+
+        threads = [threading.Thread(target=worker, daemon=True, name="upload-%d" % i)
+                   for i in range(min(jobs, len(uploads)))]
+        for thread in threads:
+            thread.start()
+        try:
+            while reported < len(uploads):
+                while not self.stopping and started < len(uploads) and in_flight < jobs:
+                    prepared = self._prepare_upload(uploads[started])
+                    if isinstance(prepared, dict):
+                        work_queue.put((started, uploads[started], prepared))
+                        in_flight += 1
+                    else:
+                        results[started] = prepared
+                    started += 1
+                while reported in results:
+                    self._finish_upload(uploads[reported], results.pop(reported))
+                    reported += 1
+                if reported >= started and (self.stopping or started >= len(uploads)):
+                    break
+                if in_flight:
+                    try:
+                        index, result = done_queue.get(timeout=0.2)
+                    except queue.Empty:
+                        continue
+                    in_flight -= 1
+                    self.api.rate.release_upload()
+                    results[index] = result
+        finally:
+            for _ in threads:
+                work_queue.put(None)
+            bar.close()
+
+    def _prepare_upload(self, action: Upload):
+        """Checks before an upload starts; returns its pending record, or a result."""
+        album_id = self.album_id(action.album)
+        if album_id is None:
+            return None                                  # its album was not created
+        f = action.file
+        try:
+            st = os.stat(f.path)
+        except OSError:
+            return "vanished"
+        if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
+            return "changed"
+        blocked = self.api.rate.reserve_upload()
+        if blocked:
+            self.stop_for(RateLimitError(blocked, self.api.rate.reset_at()))
+            return "not started"
+        return self.state.add_pending({"op": "upload", "album": album_id, "name": f.name,
+                                       "hash": f.hash, "size": f.size,
+                                       "mtime_ns": f.mtime_ns, "inode": f.inode})
+
+    def _send_upload(self, action: Upload, pending: dict, bar) -> UploadResult:
+        """In a worker thread: send, and after an unknown outcome look before resending."""
+        sent = [0]
+
+        def on_bytes(total_read):
+            bar.update(max(0, total_read - sent[0]))
+            sent[0] = max(sent[0], total_read)
+        for attempt in range(MAX_TRIES):
+            try:
+                answer = self.client.upload_file(action.file.path, pending["album"],
+                                                 action.file.name, on_bytes)
+                return UploadResult(str(answer["id"]))
+            except OutcomeUnknown:
+                self.api.backoff(attempt)
+                found = find_pending_upload(self.client, self.state, pending, {})
+                if found:
+                    return UploadResult(found[0], tuple(found[1:]))
+        self.api._note_outcome(True)
+        raise RequestRefused("upload failed %d times with no answer" % MAX_TRIES, 0)
+
+    def _finish_upload(self, action: Upload, result) -> None:
+        """In the main thread, in plan order: record, print, log."""
+        f = action.file
+        where = self.where(action.album, f.name)
+        if result is None or result == "not started":
+            return
+        if result in ("vanished", "changed"):
+            self.out.warn("%s %s since the scan: it waits for the next run" % (where, result))
+            return
+        if isinstance(result, (RateLimitError, AuthError, ServiceDownError)):
+            self.stop_for(result)
+            return
+        if isinstance(result, (Interrupted, KeyboardInterrupt)):
+            raise result
+        pending = [p for p in self.state.pending if p.get("op") == "upload"
+                   and p["name"] == f.name and p["hash"] == f.hash]
+        if isinstance(result, RequestRefused):
+            if result.status == 400:
+                self.state.set_refused(f.hash, {"name": f.name, "message": str(result)})
+                for p in pending:
+                    self.state.resolve_pending(p["id"])
+                self.fail("%s: Imgur refused the file (%s); it is retried once it changes"
+                          % (where, result))
+            else:
+                self.fail("%s: %s" % (where, result))
+            return
+        if isinstance(result, BaseException):
+            self.fail("%s: %s" % (where, redact(repr(result))))
+            return
+        album_id = self.album_id(action.album)
+        self.state.set_file(album_id, f.name, FileRecord(result.image_id, f.hash, f.size,
+                                                         f.mtime_ns, f.inode))
+        for extra in result.extra_ids:
+            self.state.ignore_image(album_id, extra)
+            self.fail("%s: Imgur holds another copy, image %s; adopted the oldest, left "
+                      "this one alone" % (where, extra))
+        for p in pending:
+            self.state.resolve_pending(p["id"])
+        if action.replaces:
+            self.state.add_to_delete(album_id, action.replaces)
+            self.done("~", "replace", where, "replaced")
+        elif action.repair:
+            self.done("+", "upload", where + " (was missing on Imgur)", "uploaded")
+        else:
+            self.done("+", "upload", where, "uploaded")
+        self.log.write("  image %s in album %s" % (result.image_id, album_id))
+
+    # -- moves, repairs, deletions ------------------------------------------------------
+
+    def do_Move(self, action: Move) -> None:
+        destination = self.album_id(action.album)
+        if destination is None:
+            return
+        ids = [item.image_id for item in action.items]
+        self.client.album_add_images(destination, ids)
+        self.client.album_remove_images(action.source, ids)
+        for item in action.items:
+            record = self.state.albums[action.source].files[item.old_name]
+            f = item.file
+            self.state.drop_file(action.source, item.old_name)
+            self.state.set_file(destination, f.name, record._replace(
+                size=f.size, mtime_ns=f.mtime_ns, inode=f.inode))
+            self.done(">", "move", "%s -> %s" % (self.where(action.source, item.old_name),
+                                                 self.where(destination, f.name)), "moved")
+
+    def do_Repair(self, action: Repair) -> None:
+        try:
+            self.client.make_request("GET", "image/%s" % action.record.image_id)
+        except RequestRefused as e:
+            if e.status != 404:
+                raise
+            f = action.file
+            if f is None or f.hash is None:
+                return
+            self.state.drop_file(action.album, action.name)
+            self.run_uploads([Upload(action.album, file=f, repair=True)])
+            return
+        self.client.album_add_images(action.album, [action.record.image_id])
+        self.done("+", "re-add", self.where(action.album, action.name), "repaired")
+
+    def do_Delete(self, action: Delete) -> None:
+        self._delete_image(action.image_id)
+        self.state.drop_file(action.album, action.name)
+        self.done("-", "delete", self.where(action.album, action.name), "deleted")
+
+    def do_PurgeReplaced(self, action: PurgeReplaced) -> None:
+        if action.image_id in self.state.albums[action.album].to_delete:
+            self._delete_image(action.image_id)
+            self.state.deleted(action.album, action.image_id)
+            self.log.write("delete old version %s" % action.image_id)
+
+    def purge_replaced(self) -> None:
+        """Delete old versions replaced during this run (after their new versions)."""
+        for album_id, album in list(self.state.albums.items()):
+            for image_id in list(album.to_delete):
+                if self.stopping:
+                    return
+                try:
+                    self.do_PurgeReplaced(PurgeReplaced(album_id, image_id=image_id))
+                except (RateLimitError, AuthError, ServiceDownError) as e:
+                    self.stop_for(e)
+                except RequestRefused as e:
+                    self.fail("delete of old version %s: %s" % (image_id, e))
+
+    def _delete_image(self, image_id: str) -> None:
+        try:
+            self.client.delete_image(image_id)
+        except RequestRefused as e:
+            if e.status != 404:                     # already gone counts as done
+                raise
+
+
+def find_pending_upload(client, state: StateStore, pending: dict, cache: dict) -> list:
+    """IDs of images that may be this pending upload: unknown to the state, same name,
+    made no earlier than 120 s before it was recorded; oldest first (SPEC §6)."""
+    album_id = pending["album"]
+    if album_id not in cache:
+        cache[album_id] = client.album_images(album_id)
+    known = state.known_image_ids()
+    since = pending["since"] - PENDING_CLOCK_SLACK
+    found = [image for image in cache[album_id]
+             if image.image_id not in known and image.name == pending["name"]
+             and image.datetime >= since]
+    found.sort(key=lambda image: (image.datetime, image.image_id))
+    return [image.image_id for image in found]
+
+
+def find_pending_album(client, state: StateStore, pending: dict) -> list:
+    """IDs of albums that may be this pending creation (title, time, unknown ID)."""
+    since = pending["since"] - PENDING_CLOCK_SLACK
+    found, page = [], 0
+    while True:
+        albums = client.get_account_albums("me", page)
+        for album in albums:
+            if getattr(album, "title", None) == pending["title"] and \
+                    int(getattr(album, "datetime", 0) or 0) >= since and \
+                    album.id not in state.albums:
+                found.append((album.datetime, album.id))
+        if len(albums) < ALBUMS_PER_PAGE:
+            break
+        page += 1
+    return [album_id for _, album_id in sorted(found)]
+
+
+def safe_file_name(name: str | None, image_id: str, mime: str | None) -> str:
+    """A file name from Imgur (which anyone can set) that is safe on every OS."""
+    extension = EXTENSION_OF_MIME.get(mime or "", "jpg")
+    base = name or image_id
+    base = base.replace("\\", "/").split("/")[-1]
+    base = "".join(c for c in base if c.isprintable() and c not in '<>:"|?*')
+    base = base.strip().strip(".").lstrip("-")
+    stem, dot, ext = base.rpartition(".")
+    if not dot or ext.lower() not in IMAGE_EXTENSIONS:
+        stem, ext = base, extension
+    if not stem or stem.upper().split(".")[0] in WINDOWS_RESERVED_NAMES:
+        stem = "%s_%s" % (stem, image_id) if stem else image_id
+    stem = stem[:DOWNLOAD_NAME_MAX]
+    return "%s.%s" % (stem, ext)
+
+
+def place_download(tmp_path: str, folder: str, name: str) -> str:
+    """Move a finished download into the folder under `name`, never over another file:
+    an existing name gets a suffix. Returns the final path."""
+    stem, ext = os.path.splitext(name)
+    folder_real = os.path.realpath(folder)
+    for index in range(1000):
+        candidate = os.path.join(folder, name if index == 0 else "%s (%d)%s" % (stem, index, ext))
+        if os.path.dirname(os.path.realpath(candidate)) != folder_real:
+            raise RequestRefused("unsafe file name %r" % name, 0)
+        try:
+            os.link(tmp_path, candidate)          # fails if the name exists: no overwrite
+        except FileExistsError:
+            continue
+        except OSError:
+            if os.path.lexists(candidate):
+                continue
+            os.replace(tmp_path, candidate)       # file systems without hard links
+            return candidate
+        os.unlink(tmp_path)
+        return candidate
+    raise RequestRefused("no free file name for %r" % name, 0)
+
+
+###############################################################################
+# Commands: sync, auth, status
+###############################################################################
+
+def api_base_url() -> str:
+    url = os.environ.get("IMGUR_API_URL") or DEFAULT_API_URL
+    return url if url.endswith("/") else url + "/"
+
+
+def read_albums(home: str, state: StateStore) -> tuple:
+    """albums.txt's bytes and its parse; bad lines are a UsageError listing them all."""
+    path = os.path.join(home, ALBUMS_FILE)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise UsageError("no %s in %s: create it with one folder per line (see "
+                         "albums.txt.example)" % (ALBUMS_FILE, home))
+    except OSError as e:
+        raise UsageError("cannot read %s: %s" % (path, e.strerror))
+    parsed = parse_albums_txt(data, home, state.folder_keys())
+    if parsed.errors:
+        raise UsageError("%s has %d bad line%s; nothing was changed:\n%s" % (
+            path, len(parsed.errors), "" if len(parsed.errors) == 1 else "s",
+            "\n".join("  %s:%d: %s" % (ALBUMS_FILE, n, m) for n, m in parsed.errors)))
+    return data, parsed
+
+
+def scan_listed_folders(parsed: ParsedAlbums, state: StateStore, rehash: bool,
+                        out: Output) -> dict:
+    """Scan every folder albums.txt names (with what the state knows of each)."""
+    by_key = {folder_key(a.folder): a for a in state.albums.values()}
+    folders = {}
+    for line in parsed.lines:
+        album = state.albums.get(line.album_id) if line.album_id else None
+        folder = line.path or (album.folder if album else None)
+        if folder:
+            known = album or by_key.get(folder_key(folder))
+            folders[folder] = known.files if known else {}
+    bar = out.progress(0, "hash")
+    scans = {}
+    for folder, known in folders.items():
+        scans[folder] = scan_folder(folder, known, state.scanned_at_ns, rehash, bar.update)
+    bar.close()
+    return scans
+
+
+class SyncRun:
+    """One `sync`: read, scan, plan, and (when the plan needs it) talk to Imgur."""
+
+    def __init__(self, home: str, options: SyncOptions, out: Output, log: Log):
+        self.home = home
+        self.options = options
+        self.out = out
+        self.log = log
+        self.tally = Tally()
+        self.started = time.monotonic()
+        self.api = None
+
+    def run(self) -> int:
+        state = StateStore.load(self.home, writable=not self.options.dry_run)
+        albums_bytes, parsed = read_albums(self.home, state)
+        scan_started_ns = time.time_ns()
+        scans = scan_listed_folders(parsed, state, self.options.rehash, self.out)
+        targets = settle_targets(parsed.lines, state, scans)
+        plan_options = PlanOptions(self.options.force, self.options.max_delete,
+                                   self.options.verify)
+        plan = plan_sync(targets, scans, state, {}, plan_options)
+        executor = None
+        try:
+            if plan.requests or plan.needs_remote or state.pending:
+                client = self.connect(state)
+                self.resolve_pending(client, state)
+                remote = self.fetch_remote(client, state, targets, plan)
+                for target in targets:
+                    if target.mode == "download" and target.folder and target.folder not in scans:
+                        scans[target.folder] = FolderScan(target.folder)
+                targets = settle_targets(parsed.lines, state, scans)
+                for target in targets:
+                    self._restore_download_folder(target, remote)
+                plan = plan_sync(targets, scans, state, remote, plan_options)
+            else:
+                client = None
+            self.report_plan_problems(plan)
+            if self.options.dry_run:
+                print_plan(plan, state, self.out)
+                return EXIT_OK
+            folders = {t.key: t.folder for t in targets}
+            folders.update({a: s.folder for a, s in state.albums.items() if a not in folders})
+            executor = Executor(self.home, state, self.api, client, self.out, self.log,
+                                self.options, self.tally, folders)
+            executor.run(plan.actions)
+        except (RateLimitError, ServiceDownError) as e:
+            self.tally.stopped = None
+            if isinstance(e, RateLimitError):
+                self.tally.rate_limit = e
+            else:
+                self.tally.stopped = e
+        finally:
+            if not self.options.dry_run:
+                self.finish_state(state, plan, scans, scan_started_ns)
+        if not self.options.dry_run:
+            self.rewrite_albums(albums_bytes, parsed, targets, state, executor)
+        return self.summarize(state, scans)
+
+    def _restore_download_folder(self, target: Target, remote: dict) -> None:
+        """An ALBUM line downloads into a new folder named after the album's title."""
+        if target.mode != "download" or target.album_id not in remote:
+            return
+        album = remote[target.album_id]
+        target.folder = self.download_folder(album)
+
+    def download_folder(self, album: RemoteAlbum) -> str:
+        if not hasattr(self, "_download_folders"):
+            self._download_folders = {}
+        if album.album_id not in self._download_folders:
+            title = safe_folder_name(album.title) or album.album_id
+            folder = os.path.join(self.home, title)
+            if os.path.lexists(folder):
+                folder = os.path.join(self.home, "%s (%s)" % (title, album.album_id))
+            self._download_folders[album.album_id] = folder
+        return self._download_folders[album.album_id]
+
+    # -- the network side ----------------------------------------------------------
+
+    def connect(self, state: StateStore):
+        credentials = Credentials.load(self.home, self.out)
+        if not credentials.usable:
+            if stdin_is_terminal() and not self.options.dry_run:
+                answer = prompt("No Imgur authorization yet. Run `imgurbox.py auth` now? [Y/n] ")
+                if answer.strip().lower() in ("", "y", "yes"):
+                    run_auth(self.home, self.out, self.log, take_lock=False)
+                    credentials = Credentials.load(self.home, self.out)
+            if not credentials.usable:
+                raise AuthError("imgurbox is not authorized yet: run `python3 imgurbox.py "
+                                "auth` (nothing was changed)")
+        self.api = Api(api_base_url(), credentials, self.log, self.out)
+        return make_client(self.api)
+
+    def resolve_pending(self, client, state: StateStore) -> None:
+        """Settle uploads and album creations a crash left unanswered (SPEC §6)."""
+        cache = {}
+        for pending in list(state.pending):
+            if pending["op"] == "create_album":
+                found = find_pending_album(client, state, pending)
+                if len(found) > 1:
+                    self.tally.failed += 1
+                    self.out.error("%d albums titled %r may come from one interrupted "
+                                   "creation; adopted none: delete the extra ones on Imgur"
+                                   % (len(found), pending["title"]))
+                    continue
+                if found:
+                    state.set_album(found[0], folder=pending["folder"], listed=True,
+                                    title=pending["title"])
+                    self.log.write("adopted album %s for %s" % (found[0], pending["folder"]))
+                state.resolve_pending(pending["id"])
+                continue
+            if pending["album"] not in state.albums:
+                state.resolve_pending(pending["id"])
+                continue
+            try:
+                found = find_pending_upload(client, state, pending, cache)
+            except RequestRefused as e:
+                if e.status != 404:
+                    raise
+                found = []
+            if found:
+                state.set_file(pending["album"], pending["name"], FileRecord(
+                    found[0], pending["hash"], pending["size"], pending["mtime_ns"],
+                    pending["inode"]))
+                self.log.write("adopted image %s for %s" % (found[0], pending["name"]))
+                for extra in found[1:]:
+                    state.ignore_image(pending["album"], extra)
+                    self.tally.failed += 1
+                    self.out.error("image %s looks like a second copy of %s; left alone"
+                                   % (extra, pending["name"]))
+            state.resolve_pending(pending["id"])
+
+    def fetch_remote(self, client, state: StateStore, targets: list, plan: Plan) -> dict:
+        """GET the albums the plan needs to see: lines to link or download, --verify."""
+        remote = {}
+        username = None
+        for target in targets:
+            album_id = target.album_id
+            if album_id not in plan.needs_remote or album_id in remote:
+                continue
+            if target.mode == "sync":                  # --verify: the images only
+                try:
+                    images = client.album_images(album_id)
+                except RequestRefused as e:
+                    if e.status != 404:
+                        raise
+                    remote[album_id] = RemoteAlbum(album_id, False)
+                    continue
+                remote[album_id] = RemoteAlbum(album_id, True, images=images)
+                continue
+            try:
+                data = client.make_request("GET", "album/%s" % album_id)
+            except RequestRefused as e:
+                if e.status != 404:
+                    raise
+                remote[album_id] = RemoteAlbum(album_id, False)
+                continue
+            if username is None:
+                username = self.account_name(client)
+            owner = data.get("account_url")
+            remote[album_id] = RemoteAlbum(
+                album_id, True, data.get("title"), owner,
+                owned=owner is None or owner == username,
+                images=[_remote_image(i) for i in data.get("images") or []])
+        return remote
+
+    def account_name(self, client) -> str:
+        name = self.api.credentials["account_username"]
+        if not name:
+            name = client.make_request("GET", "account/me").get("url")
+            self.api.credentials.update(account_username=name)
+        return name
+
+    # -- after the plan ----------------------------------------------------------------
+
+    def report_plan_problems(self, plan: Plan) -> None:
+        for folder, message in plan.errors:
+            self.tally.failed += 1
+            self.out.error("%s: %s" % (folder, message))
+        for held in plan.held:
+            self.tally.held += len(held.actions)
+            self.out.error("%s: %s" % (held.folder, held.reason))
+        for folder, name in plan.refused:
+            self.tally.held += 1
+            self.out.warn("%s: Imgur refused this file before; it is retried once it "
+                          "changes" % os.path.join(folder, name))
+        if self.out.verbosity > 0:
+            for action in plan.actions:
+                if isinstance(action, (Rename, Adopt)):
+                    continue
+
+    def finish_state(self, state: StateStore, plan: Plan, scans: dict,
+                     scan_started_ns: int) -> None:
+        for album_id, found in plan.stat_updates:
+            record = state.albums[album_id].files.get(found.name)
+            if record is not None and record.hash == found.hash:
+                state.touch_stat(album_id, found.name, record._replace(
+                    size=found.size, mtime_ns=found.mtime_ns, inode=found.inode))
+        if any(scan.rehashed for scan in scans.values()):
+            state.scanned_at_ns = scan_started_ns
+            state.dirty = True
+        if state.dirty:
+            now = iso_now()
+            errors = {folder for folder, _ in plan.errors}
+            for target in plan.targets:
+                album = state.albums.get(target.album_id or "")
+                if album is not None and target.folder not in errors:
+                    album.last_sync = now
+            listed = {t.album_id for t in plan.targets}
+            for album_id, album in state.albums.items():
+                album.listed = album_id in listed
+        state.save()
+
+    def rewrite_albums(self, original: bytes, parsed: ParsedAlbums, targets: list,
+                       state: StateStore, executor) -> None:
+        """Write `PATH -> https://imgur.com/a/ID` for lines now linked to an album."""
+        new_texts = {}
+        by_folder = {folder_key(a.folder): album_id for album_id, a in state.albums.items()}
+        for target in targets:
+            line = target.line
+            if line.kind == "link":
+                continue
+            album_id = target.album_id if target.album_id in state.albums else \
+                by_folder.get(folder_key(target.folder)) if target.folder else None
+            if album_id is None:
+                continue
+            typed = parsed.raw_lines[line.number - 1].decode("utf-8").strip()
+            if line.kind == "album":
+                folder = state.albums[album_id].folder
+                typed = os.path.relpath(folder, self.home) if \
+                    os.path.dirname(os.path.abspath(folder)) == os.path.abspath(self.home) else folder
+            new_texts[line.number] = "%s -> %s" % (typed, ALBUM_URL.format(album_id))
+        if not new_texts:
+            return
+        path = os.path.join(self.home, ALBUMS_FILE)
+        try:
+            with open(path, "rb") as f:
+                current = f.read()
+        except OSError:
+            current = None
+        if current != original:
+            self.out.warn("%s changed during the run; it is left alone and the next run "
+                          "adds the album links" % path)
+            return
+        write_atomically(path, rewrite_albums_txt(parsed, new_texts),
+                         mode=stat.S_IMODE(os.stat(path).st_mode))
+
+    def summarize(self, state: StateStore, scans: dict) -> int:
+        tally = self.tally
+        parts = ["%d %s" % (n, what) for what, n in (
+            ("uploaded", tally.counts["uploaded"]), ("replaced", tally.counts["replaced"]),
+            ("moved", tally.counts["moved"]), ("deleted", tally.counts["deleted"]),
+            ("downloaded", tally.counts["downloaded"]), ("repaired", tally.counts["repaired"]),
+            ("renamed", tally.counts["renamed"]), ("linked", tally.counts["linked"]),
+            ("albums created", tally.counts["albums created"])) if n]
+        if tally.failed:
+            parts.append("%d failed" % tally.failed)
+        if tally.held:
+            parts.append("%d held back" % tally.held)
+        skipped = collections.Counter()
+        for scan in scans.values():
+            skipped.update(scan.skipped)
+        text = ", ".join(parts) if parts else "nothing to do"
+        if skipped:
+            text += "; skipped %s" % ", ".join("%d %s" % (n, ext) for ext, n in sorted(skipped.items()))
+        text += "; %.1f s" % (time.monotonic() - self.started)
+        rate = self.api.rate if self.api else None
+        if rate is not None and rate.user_remaining is not None:
+            text += "; %d credits left" % rate.user_remaining
+        if tally.rate_limit:
+            reset = tally.rate_limit.reset_at
+            self.out.error("%s. Stopped early; the next run resumes%s" % (
+                tally.rate_limit, " after %s" % dt.datetime.fromtimestamp(reset).astimezone()
+                .isoformat(timespec="minutes") if reset else ""))
+        if tally.stopped:
+            self.out.error(str(tally.stopped))
+        if tally.auth_error:
+            self.out.error(str(tally.auth_error))
+        self.out.info(("dry run: " if self.options.dry_run else "") + text)
+        self.log.write("sync %s" % text)
+        if self.options.dry_run:
+            return EXIT_OK
+        return tally.exit_code()
+
+
+def safe_folder_name(title: str | None) -> str:
+    if not title:
+        return ""
+    name = safe_file_name(title + ".jpg", "x", None)[:-4]
+    return name if name not in (".", "..") else ""
+
+
+def print_plan(plan: Plan, state: StateStore, out: Output) -> None:
+    """--dry-run: the plan grouped by album, with what each album costs."""
+    groups = collections.OrderedDict()
+    for action in plan.actions:
+        groups.setdefault(action.album, []).append(action)
+    for held in plan.held:
+        groups.setdefault(held.album, [])
+    folders = {t.key: t.folder for t in plan.targets}
+    for album_key, actions in groups.items():
+        folder = folders.get(album_key) or state.albums.get(album_key, AlbumState(album_key, "")).folder
+        link = "new album" if album_key.startswith("new:") else ALBUM_URL.format(album_key)
+        requests_ = sum(a.requests for a in actions)
+        credits = sum(a.credits for a in actions)
+        out.info("%s (%s): %d request%s, %d credits" % (
+            folder, link, requests_, "" if requests_ == 1 else "s", credits))
+        for action in actions:
+            out.action(action.symbol, "%s %s" % (action.verb, _plan_item(action)))
+        for held in plan.held:
+            if held.album == album_key:
+                for action in held.actions:
+                    out.action("!", "held: %s %s" % (action.verb, _plan_item(action)))
+    out.info("plan: %d request%s, %d credits" % (plan.requests, "" if plan.requests == 1 else "s",
+                                                 plan.credits))
+
+
+def _plan_item(action) -> str:
+    if isinstance(action, Move):
+        return ", ".join("%s -> %s" % (i.old_name, i.file.name) for i in action.items)
+    if isinstance(action, (CreateAlbum, RetitleAlbum, LinkAlbum)):
+        return action.title or getattr(action, "folder", "")
+    if isinstance(action, Download):
+        return action.image.name or action.image.image_id
+    if isinstance(action, Rename):
+        return "%s -> %s" % (action.old_name, action.file.name)
+    if isinstance(action, PurgeReplaced):
+        return action.image_id
+    file = getattr(action, "file", None)
+    return file.name if file is not None else getattr(action, "name", "")
+
+
+def prompt(text: str, secret: bool = False) -> str:
+    """Ask on the terminal; EOF is an AuthError, never a hang."""
+    try:
+        if secret:
+            import getpass
+            return getpass.getpass(text)
+        return input(text)
+    except EOFError:
+        raise AuthError("no answer on standard input")
+
+
+def parse_authorize_answer(text: str) -> dict:
+    """Tokens from the address the browser landed on (#access_token=...), or a PIN."""
+    text = text.strip()
+    if "#" in text or "access_token=" in text:
+        fragment = text.split("#", 1)[-1]
+        fields = dict(urllib.parse.parse_qsl(fragment.split("?", 1)[-1]))
+        if fields.get("access_token") and fields.get("refresh_token"):
+            return {"tokens": fields}
+        return {"error": "that address has no access_token and refresh_token in it; copy "
+                         "the whole address from the browser's address bar"}
+    if "code=" in text:
+        query = urllib.parse.urlsplit(text).query or text
+        code = dict(urllib.parse.parse_qsl(query)).get("code")
+        if code:
+            return {"code": code}
+    if re.fullmatch(r"[A-Za-z0-9]{4,64}", text):
+        return {"pin": text}
+    if "1024" in text or "error" in text.lower():
+        return {"error": "Imgur showed an error page: since 2025 its authorize page fails "
+                         "for many logins. Use the refresh-token route instead (option 1)."}
+    return {"error": "that is neither the address you landed on nor a PIN"}
+
+
+def run_auth(home: str, out: Output, log: Log, take_lock: bool = True) -> int:
+    """`auth`: from client ID, secret and a refresh token (or the browser) to a saved,
+    checked credentials.json."""
+    lock = acquire_lock(home) if take_lock else None
+    try:
+        return _auth(home, out, log)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _auth(home: str, out: Output, log: Log) -> int:
+    interactive = stdin_is_terminal()
+    credentials = Credentials.load(home, out)
+    refresh_from_env = os.environ.get("IMGUR_REFRESH_TOKEN")
+    if not interactive and not refresh_from_env:
+        raise AuthError("`auth` needs a terminal, or IMGUR_REFRESH_TOKEN (with "
+                        "IMGUR_CLIENT_ID and IMGUR_CLIENT_SECRET or credentials.json)")
+    while True:
+        client_id = credentials["client_id"] or _ask(interactive, "Imgur client ID: ")
+        client_secret = credentials["client_secret"] or _ask(interactive, "Imgur client secret (not shown): ", secret=True)
+        register_secret(client_secret)
+        credentials.values.update(client_id=client_id.strip(), client_secret=client_secret.strip())
+        api = Api(api_base_url(), credentials, log, out)
+        try:
+            tokens = _obtain_tokens(api, credentials, interactive, refresh_from_env, out)
+            credentials.update(access_token=tokens.get("access_token"),
+                               refresh_token=tokens.get("refresh_token"))
+            account = api.request("GET", "account/me")
+        except (AuthError, RequestRefused) as e:
+            if not interactive:
+                raise AuthError(str(e))
+            out.error("%s. Check the client ID, secret and token, and try again." % e)
+            credentials.values.update(client_id=None, client_secret=None)
+            refresh_from_env = None
+            continue
+        credentials.update(account_username=account.get("url"))
+        credentials.save()
+        log.write("auth saved for account %s" % account.get("url"))
+        print("Authorized as %s. Saved %s (readable only by you)." % (
+            account.get("url"), credentials.path))
+        return EXIT_OK
+
+
+def _ask(interactive: bool, text: str, secret: bool = False) -> str:
+    if not interactive:
+        raise AuthError("missing %s: set IMGUR_CLIENT_ID and IMGUR_CLIENT_SECRET"
+                        % text.split("(")[0].strip(" :"))
+    while True:
+        answer = prompt(text, secret).strip()
+        if answer:
+            return answer
+
+
+def _obtain_tokens(api: Api, credentials: Credentials, interactive: bool,
+                   refresh_token: str | None, out: Output) -> dict:
+    form = {"client_id": credentials["client_id"], "client_secret": credentials["client_secret"]}
+    if refresh_token:
+        return api._token_request(dict(form, grant_type="refresh_token",
+                                       refresh_token=refresh_token.strip()))
+    print("How do you want to authorize imgurbox?\n"
+          "  1) paste a refresh token you already have (works today)\n"
+          "  2) authorize in the browser (Imgur's page fails for some logins since 2025)")
+    choice = prompt("Choose 1 or 2 [1]: ").strip() or "1"
+    if choice != "2":
+        token = _ask(True, "Refresh token (not shown): ", secret=True)
+        return api._token_request(dict(form, grant_type="refresh_token", refresh_token=token))
+    url = "%soauth2/authorize?client_id=%s&response_type=token" % (
+        api.base_url, urllib.parse.quote(credentials["client_id"]))
+    print("Open this address, allow access, then paste the address you land on "
+          "(or the PIN Imgur shows):\n  %s" % url)
+    try:
+        import webbrowser
+        webbrowser.open(url)
+    except Exception:
+        pass
+    while True:
+        answer = parse_authorize_answer(prompt("Address or PIN: "))
+        if "tokens" in answer:
+            return answer["tokens"]
+        if "pin" in answer:
+            return api._token_request(dict(form, grant_type="pin", pin=answer["pin"]))
+        if "code" in answer:
+            return api._token_request(dict(form, grant_type="authorization_code",
+                                           code=answer["code"]))
+        out.error(answer["error"])
+
+
+def run_status(home: str, out: Output) -> int:
+    """`status`: per folder, what is synced and what waits; no lock, request or write."""
+    state = StateStore.load(home, writable=False)
+    _, parsed = read_albums(home, state)
+    scans = scan_listed_folders(parsed, state, False, Output(-1, None))
+    targets = settle_targets(parsed.lines, state, scans)
+    plan = plan_sync(targets, scans, state, {}, PlanOptions())
+    for target in targets:
+        album = state.albums.get(target.album_id or "")
+        scan = scans.get(target.folder)
+        link = ALBUM_URL.format(target.album_id) if target.album_id else "(new album)"
+        print("%s  %s" % (target.folder or target.line.text, link))
+        if target.mode == "download":
+            print("  to do: download the album into a new folder")
+            continue
+        print("  synced: %d files%s" % (len(album.files) if album else 0,
+                                        "  (download-only)" if album and album.download_only else ""))
+        todo = collections.Counter()
+        for action in plan.actions:
+            if action.album == target.key or getattr(action, "source", None) == target.album_id:
+                todo[action.verb] += len(action.items) if isinstance(action, Move) else 1
+        for held in plan.held:
+            if held.album == target.key:
+                todo["held: " + held.reason.split(":")[0]] += len(held.actions)
+        for folder, message in plan.errors:
+            if folder == target.folder:
+                todo[message] += 1
+        print("  to do: %s" % (", ".join("%d %s" % (n, verb) for verb, n in sorted(todo.items()))
+                               if todo else "nothing"))
+        if scan is not None and scan.skipped:
+            print("  skipped: %s" % ", ".join("%d %s" % (n, e) for e, n in sorted(scan.skipped.items())))
+        if album is not None:
+            print("  last sync: %s" % (album.last_sync or "never"))
+            if album.last_error:
+                print("  last error: %s" % album.last_error)
+    if state.pending:
+        print("%d operation(s) from an interrupted run will be checked on the next sync"
+              % len(state.pending))
+    return EXIT_OK
+
+
+def acquire_lock(home: str):
+    """The home's lock, held by the OS: a crashed run never blocks the next one."""
+    from filelock import FileLock, Timeout
+    lock = FileLock(os.path.join(home, LOCK_FILE), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise LockHeldError("another imgurbox run is using %s; try again when it ends" % home)
+    return lock
+
+
+###############################################################################
+# main()
+###############################################################################
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS,
+                        help="imgurbox's folder (albums.txt, state, log); default: the "
+                             "script's folder, or $IMGURBOX_HOME")
+    noise = common.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="also show every decision, skipped files included")
+    noise.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="show errors only")
+    sync_options = _Parser(add_help=False)
+    sync_options.add_argument("--dry-run", action="store_true", default=argparse.SUPPRESS,
+                              help="print the plan and its credit cost; change nothing")
+    sync_options.add_argument("--verify", action="store_true", default=argparse.SUPPRESS,
+                              help="also check each album on Imgur and repair it")
+    sync_options.add_argument("--rehash", action="store_true", default=argparse.SUPPRESS,
+                              help="re-read every file instead of trusting size and time")
+    sync_options.add_argument("--max-delete", type=_non_negative, metavar="N",
+                              default=argparse.SUPPRESS,
+                              help="allow up to N deletions (or replacements) per album")
+    sync_options.add_argument("--force", action="store_true", default=argparse.SUPPRESS,
+                              help="lift the delete guard; sync folders that were emptied")
+    sync_options.add_argument("--jobs", type=_positive, metavar="N", default=argparse.SUPPRESS,
+                              help="parallel uploads (default 4)")
+    parser = _Parser(
+        prog="imgurbox.py", parents=[common, sync_options],
+        description="Mirror the photo folders listed in albums.txt to Imgur albums.",
+        epilog="examples:\n  python3 imgurbox.py auth\n  python3 imgurbox.py --dry-run\n"
+               "  python3 imgurbox.py -q          # from cron\n"
+               "exit codes: 0 in sync, 1 some items failed or held, 2 bad usage or file,\n"
+               "3 another run is active, 4 rate limit (the next run resumes), 5 run auth",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version="imgurbox " + VERSION)
+    commands = parser.add_subparsers(dest="command", metavar="{sync,auth,status}")
+    commands.add_parser("sync", parents=[common, sync_options], help="sync (the default)",
+                        description="Upload, move and delete so that each album mirrors "
+                                    "its folder.",
+                        epilog="example: python3 imgurbox.py sync --dry-run")
+    commands.add_parser("auth", parents=[common], help="authorize imgurbox with Imgur",
+                        description="Save a checked credentials.json: client ID and secret, "
+                                    "then a refresh token (IMGUR_REFRESH_TOKEN or a prompt) "
+                                    "or the browser route.",
+                        epilog="example: IMGUR_REFRESH_TOKEN=... python3 imgurbox.py auth")
+    commands.add_parser("status", parents=[common], help="show what is synced; no network",
+                        description="Per folder: album, synced files, pending changes, "
+                                    "skipped files, last sync and error.",
+                        epilog="example: python3 imgurbox.py status")
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one clear line for a bad flag, instead of usage text and exit 2."""
+
+    def error(self, message):
+        raise UsageError("%s (see `imgurbox.py --help`)" % message)
+
+
+def parse_args(argv: list) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    defaults = dict(home=None, verbose=False, quiet=False, dry_run=False, verify=False,
+                    rehash=False, max_delete=None, force=False, jobs=4)
+    for key, value in defaults.items():
+        if not hasattr(args, key):
+            setattr(args, key, value)
+    args.command = args.command or "sync"
+    return args
+
+
+def resolve_home(args) -> str:
+    home = args.home or os.environ.get("IMGURBOX_HOME") or \
+        os.path.dirname(os.path.abspath(__file__))
+    home = os.path.abspath(os.path.expanduser(home))
+    if not os.path.isdir(home):
+        raise UsageError("home folder %s does not exist" % home)
+    return home
+
+
+def _on_sigterm(signum, frame):
+    raise Interrupted(EXIT_SIGTERM)
+
+
+def main(argv: list | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    log = None
+    out = Output(0, None)
+    try:
+        args = parse_args(argv)
+        verbosity = -1 if args.quiet else (1 if args.verbose else 0)
+        home = resolve_home(args)
+        log = Log(home)
+        out = Output(verbosity, log)
+        if hasattr(signal, "SIGTERM"):
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        if args.command == "status":
+            return run_status(home, out)
+        if args.command == "auth":
+            return run_auth(home, out, log)
+        options = SyncOptions(args.dry_run, args.verify, args.rehash, args.force,
+                              args.max_delete, args.jobs)
+        lock = acquire_lock(home)
+        try:
+            return SyncRun(home, options, out, log).run()
+        finally:
+            lock.release()
+    except KeyboardInterrupt:
+        out.error("interrupted; state saved")
+        return EXIT_SIGINT
+    except Interrupted as e:
+        out.error("stopped by %s; state saved" % ("SIGTERM" if e.exit_code == EXIT_SIGTERM else "Ctrl-C"))
+        return e.exit_code
+    except ImgurboxError as e:
+        out.error(str(e))
+        return e.exit_code
+    except Exception:
+        import traceback
+        out.error("internal error (please report it):\n" + redact(traceback.format_exc()))
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
