@@ -325,6 +325,7 @@ class MoveItem:
     image_id: str
     old_name: str
     file: ScannedFile
+    record: FileRecord
 
 
 @dataclasses.dataclass
@@ -340,6 +341,7 @@ class Move(Action):
 class Rename(Action):
     old_name: str = ""
     file: ScannedFile = None
+    record: FileRecord = None
     requests = credits = 0
     symbol, verb = "=", "rename"
 
@@ -719,7 +721,9 @@ class StateStore:
         elif op == "file":
             album.files[entry["name"]] = FileRecord(*entry["record"])
         elif op == "unfile":
-            album.files.pop(entry["name"], None)
+            record = album.files.get(entry["name"])
+            if record is not None and record.image_id == entry["image_id"]:
+                del album.files[entry["name"]]
         elif op == "to_delete":
             if entry["image_id"] not in album.to_delete:
                 album.to_delete.append(entry["image_id"])
@@ -746,8 +750,10 @@ class StateStore:
     def set_file(self, album_id: str, name: str, record: FileRecord) -> None:
         self._record({"op": "file", "album": album_id, "name": name, "record": list(record)})
 
-    def drop_file(self, album_id: str, name: str) -> None:
-        self._record({"op": "unfile", "album": album_id, "name": name})
+    def drop_file(self, album_id: str, name: str, image_id: str) -> None:
+        """Forget a file, if its name still maps to that image (a rename or move this
+        run may have given the name to another image already)."""
+        self._record({"op": "unfile", "album": album_id, "name": name, "image_id": image_id})
 
     def add_to_delete(self, album_id: str, image_id: str) -> None:
         self._record({"op": "to_delete", "album": album_id, "image_id": image_id})
@@ -1178,7 +1184,8 @@ def _pair(vanished, new, state, plan) -> list:
     for v in vanished:
         candidate = take(v, same_folder=True)
         if candidate:
-            actions.append(Rename(v.target.album_id, old_name=v.name, file=candidate.file))
+            actions.append(Rename(v.target.album_id, old_name=v.name, file=candidate.file,
+                                  record=v.record))
     for v in vanished:
         if id(v) in paired:
             continue
@@ -1188,7 +1195,8 @@ def _pair(vanished, new, state, plan) -> list:
             if pair not in moves:
                 moves[pair] = Move(candidate.target.key, source=v.target.album_id)
                 actions.append(moves[pair])
-            moves[pair].items.append(MoveItem(v.record.image_id, v.name, candidate.file))
+            moves[pair].items.append(MoveItem(v.record.image_id, v.name, candidate.file,
+                                              v.record))
     new_at = {(n.target.key, n.file.name): n for n in new}
     for v in vanished:
         if id(v) in paired:
@@ -2087,9 +2095,9 @@ class Executor:
         self.tally.counts["linked"] += 1
 
     def do_Rename(self, action: Rename) -> None:
-        record = self.state.albums[action.album].files[action.old_name]
+        record = action.record
         f = action.file
-        self.state.drop_file(action.album, action.old_name)
+        self.state.drop_file(action.album, action.old_name, record.image_id)
         self.state.set_file(action.album, f.name, record._replace(
             size=f.size, mtime_ns=f.mtime_ns, inode=f.inode))
         self.out.detail("= %s renamed to %s (no request)" % (
@@ -2281,9 +2289,9 @@ class Executor:
         self.client.album_add_images(destination, ids)
         self.client.album_remove_images(action.source, ids)
         for item in action.items:
-            record = self.state.albums[action.source].files[item.old_name]
+            record = item.record
             f = item.file
-            self.state.drop_file(action.source, item.old_name)
+            self.state.drop_file(action.source, item.old_name, record.image_id)
             self.state.set_file(destination, f.name, record._replace(
                 size=f.size, mtime_ns=f.mtime_ns, inode=f.inode))
             self.done(">", "move", "%s -> %s" % (self.where(action.source, item.old_name),
@@ -2298,7 +2306,7 @@ class Executor:
             f = action.file
             if f is None or f.hash is None:
                 return
-            self.state.drop_file(action.album, action.name)
+            self.state.drop_file(action.album, action.name, action.record.image_id)
             self.run_uploads([Upload(action.album, file=f, repair=True)])
             return
         self.client.album_add_images(action.album, [action.record.image_id])
@@ -2306,7 +2314,7 @@ class Executor:
 
     def do_Delete(self, action: Delete) -> None:
         self._delete_image(action.image_id)
-        self.state.drop_file(action.album, action.name)
+        self.state.drop_file(action.album, action.name, action.image_id)
         self.done("-", "delete", self.where(action.album, action.name), "deleted")
 
     def do_PurgeReplaced(self, action: PurgeReplaced) -> None:
@@ -2471,6 +2479,13 @@ class SyncRun:
         albums_bytes, parsed = read_albums(self.home, state)
         scan_started_ns = time.time_ns()
         scans = scan_listed_folders(parsed, state, self.options.rehash, self.out)
+        for scan in scans.values():
+            for name in scan.skipped_names:
+                self.out.detail("skip %s" % os.path.join(scan.folder, name))
+            for name, reason in scan.unreadable:
+                self.tally.failed += 1
+                self.out.error("%s: cannot be read (%s); nothing done with it this run"
+                               % (os.path.join(scan.folder, name), reason))
         targets = settle_targets(parsed.lines, state, scans)
         plan_options = PlanOptions(self.options.force, self.options.max_delete,
                                    self.options.verify)
@@ -2639,10 +2654,6 @@ class SyncRun:
             self.tally.held += 1
             self.out.warn("%s: Imgur refused this file before; it is retried once it "
                           "changes" % os.path.join(folder, name))
-        if self.out.verbosity > 0:
-            for action in plan.actions:
-                if isinstance(action, (Rename, Adopt)):
-                    continue
 
     def finish_state(self, state: StateStore, plan: Plan, scans: dict,
                      scan_started_ns: int) -> None:
@@ -2660,10 +2671,17 @@ class SyncRun:
             for target in plan.targets:
                 album = state.albums.get(target.album_id or "")
                 if album is not None and target.folder not in errors:
-                    album.last_sync = now
-            listed = {t.album_id for t in plan.targets}
-            for album_id, album in state.albums.items():
+                    album.last_sync, album.last_error = now, None
+        listed = {t.album_id for t in plan.targets}
+        errors = dict(plan.errors)
+        for album_id, album in state.albums.items():
+            if album.listed != (album_id in listed):
                 album.listed = album_id in listed
+                state.dirty = True
+            error = errors.get(album.folder)
+            if error and album.last_error != error:
+                album.last_error = error
+                state.dirty = True
         state.save()
 
     def rewrite_albums(self, original: bytes, parsed: ParsedAlbums, targets: list,
