@@ -1,0 +1,136 @@
+"""Shared fixtures: a running fake Imgur (``fake``) and a temporary imgurbox home (``home``).
+
+End-to-end tests run the real ``imgurbox.py`` as a subprocess against the fake; nothing
+here mocks ``requests``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fake_imgur import FakeImgur
+
+REPO = Path(__file__).resolve().parent.parent
+IMGURBOX = REPO / 'imgurbox.py'
+
+# Environment every run gets (on top of os.environ minus IMGUR_* and IMGURBOX_*):
+# the fake's URL, backoff sleeps cut 100-fold, a short read timeout, no colour.
+RUN_ENV = {
+    'IMGURBOX_BACKOFF_SCALE': '0.01',
+    'IMGURBOX_READ_TIMEOUT': '5',
+    'NO_COLOR': '1',
+}
+
+
+@dataclasses.dataclass
+class Result:
+    """What one imgurbox run gave: exit code and decoded output."""
+    code: int
+    stdout: str
+    stderr: str
+
+
+class Home:
+    """A temporary imgurbox home (``path``) and a folder for photo folders (``photos``)."""
+
+    def __init__(self, path: Path, photos: Path, fake: FakeImgur):
+        self.path = path
+        self.photos = photos
+        self.fake = fake
+        path.mkdir(parents=True, exist_ok=True)
+        photos.mkdir(parents=True, exist_ok=True)
+
+    # Files in the home.
+
+    def write_albums(self, text_or_bytes) -> Path:
+        """Write albums.txt: bytes as given, str as UTF-8 with line endings kept."""
+        target = self.path / 'albums.txt'
+        if isinstance(text_or_bytes, bytes):
+            target.write_bytes(text_or_bytes)
+        else:
+            with open(target, 'w', encoding='utf-8', newline='') as file:
+                file.write(text_or_bytes)
+        return target
+
+    def albums_bytes(self) -> bytes:
+        """albums.txt as bytes, to compare byte for byte."""
+        return (self.path / 'albums.txt').read_bytes()
+
+    def write_credentials(self, creds: dict | None = None) -> dict:
+        """Write credentials.json (mode 0600); default: fresh ones from the fake."""
+        creds = self.fake.credentials() if creds is None else creds
+        target = self.path / 'credentials.json'
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, 'w', encoding='utf-8') as file:
+            json.dump(creds, file)
+        os.chmod(target, 0o600)
+        return creds
+
+    def state(self):
+        """state.json parsed, or None when there is none."""
+        target = self.path / 'state.json'
+        if not target.exists():
+            return None
+        return json.loads(target.read_text(encoding='utf-8'))
+
+    # Photo folders.
+
+    def folder(self, name: str, files: dict | None = None) -> Path:
+        """Create photos/<name> holding ``files`` (file name -> bytes); return its path."""
+        target = self.photos / name
+        target.mkdir(parents=True, exist_ok=True)
+        for file_name, data in (files or {}).items():
+            (target / file_name).write_bytes(data)
+        return target
+
+    # Running imgurbox.
+
+    def env(self, overrides: dict | None = None) -> dict:
+        """The environment of a run; a value of None in ``overrides`` removes a variable."""
+        env = {key: value for key, value in os.environ.items()
+               if not key.startswith(('IMGUR_', 'IMGURBOX_'))}
+        env.update(RUN_ENV, IMGUR_API_URL=self.fake.url)
+        for key, value in (overrides or {}).items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        return env
+
+    def run(self, *args, env: dict | None = None, input=None, timeout: float = 120) -> Result:
+        """Run ``imgurbox.py --home <path> *args``; stdin is empty unless ``input`` is given."""
+        if isinstance(input, str):
+            input = input.encode('utf-8')
+        completed = subprocess.run(
+            [sys.executable, str(IMGURBOX), '--home', str(self.path), *map(str, args)],
+            input=input, stdin=subprocess.DEVNULL if input is None else None,
+            capture_output=True, env=self.env(env), timeout=timeout)
+        return Result(completed.returncode,
+                      completed.stdout.decode('utf-8', 'replace'),
+                      completed.stderr.decode('utf-8', 'replace'))
+
+
+@pytest.fixture
+def fake():
+    """A started FakeImgur (defaults of tests/INTERFACES.md), stopped after the test.
+
+    The test fails if the fake itself hit an internal error (``fake.errors``).
+    """
+    server = FakeImgur()
+    server.start()
+    yield server
+    server.stop()
+    assert not server.errors, '\n'.join(server.errors)
+
+
+@pytest.fixture
+def home(tmp_path, fake):
+    """A Home in tmp_path/home, with photo folders under tmp_path/photos."""
+    return Home(tmp_path / 'home', tmp_path / 'photos', fake)
