@@ -23,13 +23,11 @@ The contract it implements is SPEC.md; README.md is the user's manual.
 from __future__ import annotations
 
 import argparse
-import base64
 import collections
 import dataclasses
 import datetime as dt
 import hashlib
 import json
-import ntpath
 import os
 import random
 import re
@@ -197,6 +195,7 @@ class AlbumState:
     title: str = ""
     owner: str | None = None           # the owner's username, when known
     download_only: bool = False        # another account's album: never pushed to
+    incomplete: bool = False           # downloads still to do: list the album next run
     files: dict = dataclasses.field(default_factory=dict)        # name -> FileRecord
     to_delete: list = dataclasses.field(default_factory=list)    # replaced image IDs
     ignored: list = dataclasses.field(default_factory=list)      # ambiguous remote IDs
@@ -405,6 +404,7 @@ class Plan:
     stat_updates: list = dataclasses.field(default_factory=list)  # (album, ScannedFile)
     refused: list = dataclasses.field(default_factory=list)     # (folder, name)
     needs_remote: set = dataclasses.field(default_factory=set)  # album IDs to GET
+    notes: list = dataclasses.field(default_factory=list)       # (folder, warning)
 
     @property
     def requests(self) -> int:
@@ -1079,8 +1079,9 @@ def plan_sync(targets: list, scans: dict, state: StateStore, remote: dict,
     """Every action this run should take, in execution order (SPEC §5)."""
     plan = Plan(targets)
     for target in targets:
+        album = state.albums.get(target.album_id or "")
         wants_listing = target.mode in ("link", "download") or (
-            options.verify and target.mode == "sync")
+            target.mode == "sync" and (options.verify or (album and album.incomplete)))
         if wants_listing and target.album_id not in remote:
             plan.needs_remote.add(target.album_id)
 
@@ -1094,12 +1095,19 @@ def plan_sync(targets: list, scans: dict, state: StateStore, remote: dict,
             link_actions.extend(_link_actions(target, remote[target.album_id],
                                               scans.get(target.folder), plan))
     verify_actions = []
-    if options.verify:
-        for target in pairable:
-            if target.mode == "sync" and target.album_id in remote:
-                verify_actions.extend(_verify_actions(target, remote[target.album_id],
-                                                      scans[target.folder], state,
-                                                      changes, plan))
+    pairable_ids = {id(t) for t in pairable}
+    for target in targets:
+        # --verify, or downloads an earlier run left undone; another account's album
+        # only gets its downloads.
+        album = state.albums.get(target.album_id or "")
+        scan = scans.get(target.folder)
+        if target.mode != "sync" or target.album_id not in remote or album is None \
+                or not (options.verify or album.incomplete) or scan is None or scan.error \
+                or not (id(target) in pairable_ids or album.download_only):
+            continue
+        found = _verify_actions(target, remote[target.album_id], scan, state, changes, plan)
+        verify_actions.extend(a for a in found
+                              if not album.download_only or isinstance(a, Download))
     changes = _delete_guard(changes, pairable, scans, state, options, plan)
     purges = [PurgeReplaced(album_id, image_id=image_id)
               for album_id, album in sorted(state.albums.items())
@@ -1127,6 +1135,10 @@ def _available_targets(targets, scans, state, options, plan) -> list:
                                                "uploaded for it this run" % reason))
             continue
         if album is not None and album.download_only:
+            if any(_differences([target], scans, state, Plan([]))):
+                plan.notes.append((target.folder, "album %s is another account's "
+                                   "(download-only): local changes are not uploaded"
+                                   % target.album_id))
             continue
         recorded = album.files if album is not None else {}
         if recorded and not scan.files and not scan.unreadable and not options.force:
@@ -1959,6 +1971,8 @@ class Executor:
         self.folders = folders                  # album key -> folder, for messages
         self.album_ids = {}                     # 'new:<folder>' -> created album ID
         self.failed_keys = set()                # album keys whose creation failed
+        self.announced = set()                  # album IDs whose link was printed
+        self.downloads_left = collections.Counter()     # album ID -> downloads to do
         self.stopping = False
 
     # -- helpers -------------------------------------------------------------------
@@ -1976,10 +1990,20 @@ class Executor:
         self.out.action("!", "failed " + text, always=True)
         self.log.write("failed " + text)
 
-    def done(self, symbol: str, verb: str, text: str, count_as: str) -> None:
+    def done(self, symbol: str, verb: str, text: str, count_as: str,
+             album_key: str | None = None) -> None:
+        if album_key:
+            self.announce(album_key)
         self.tally.counts[count_as] += 1
         self.out.action(symbol, "%s %s" % (verb, text))
         self.log.write("%s %s" % (verb, text))
+
+    def announce(self, album_key: str) -> None:
+        """Print each album's link once, before the first thing done in it."""
+        album_id = self.album_id(album_key)
+        if album_id and album_id not in self.announced:
+            self.announced.add(album_id)
+            self.out.info("%s %s" % (self.where(album_id), ALBUM_URL.format(album_id)))
 
     def stop_for(self, error: ImgurboxError) -> None:
         """Record why the run stops early; nothing new starts after this."""
@@ -1994,6 +2018,8 @@ class Executor:
     # -- the plan ------------------------------------------------------------------
 
     def run(self, actions: list) -> None:
+        self.downloads_left = collections.Counter(a.album for a in actions
+                                                  if isinstance(a, Download))
         index = 0
         while index < len(actions) and not self.stopping:
             action = actions[index]
@@ -2003,7 +2029,6 @@ class Executor:
                     end += 1
                 self.run_uploads(actions[index:end])
                 index = end
-                self.purge_replaced()
                 continue
             try:
                 self.apply(action)
@@ -2033,8 +2058,10 @@ class Executor:
         existing = self.state.albums.get(action.album)
         self.state.set_album(action.album, folder=action.folder, listed=True,
                              title=action.title, owner=action.owner,
-                             download_only=action.download_only)
+                             download_only=action.download_only,
+                             incomplete=bool(self.downloads_left[action.album]))
         if existing is None:
+            self.announced.add(action.album)
             self.out.action("*", "album %s %s%s" % (self.where(action.album),
                                                    ALBUM_URL.format(action.album),
                                                    " (download-only: another account's)"
@@ -2077,6 +2104,7 @@ class Executor:
     def _record_new_album(self, album_id: str, folder: str, title: str) -> None:
         self.state.set_album(album_id, folder=folder, listed=True, title=title)
         self.folders[album_id] = folder
+        self.announced.add(album_id)
         self.done("*", "album", "%s %s" % (title, ALBUM_URL.format(album_id)), "albums created")
 
     def do_RetitleAlbum(self, action: RetitleAlbum) -> None:
@@ -2110,6 +2138,9 @@ class Executor:
         image = action.image
         folder = action.folder
         os.makedirs(folder, exist_ok=True)
+        album = self.state.albums.get(action.album)
+        if album is not None and not album.incomplete:     # until every download is in
+            self.state.set_album(action.album, incomplete=True)
         name = safe_file_name(image.name, image.image_id, image.mime)
         tmp_path = os.path.join(folder, ".imgurbox-%s.part" % image.image_id)
         bar = self.out.progress(1, "download", unit="file")
@@ -2123,6 +2154,7 @@ class Executor:
                 self.out.warn("%s: image %s was deleted on Imgur; not downloaded"
                               % (self.where(action.album), image.image_id))
                 self.state.ignore_image(action.album, image.image_id)
+                self._download_done(action.album)
                 return
             path = place_download(tmp_path, folder, name)
         finally:
@@ -2135,7 +2167,15 @@ class Executor:
                             FileRecord(image.image_id, content, st.st_size, st.st_mtime_ns,
                                        st.st_ino))
         self.done("<", "download", self.where(action.album, os.path.basename(path)),
-                  "downloaded")
+                  "downloaded", action.album)
+        self._download_done(action.album)
+
+    def _download_done(self, album_id: str) -> None:
+        """The album's last download this run is in: no need to list it next run."""
+        self.downloads_left[album_id] -= 1
+        album = self.state.albums.get(album_id)
+        if self.downloads_left[album_id] <= 0 and album is not None and album.incomplete:
+            self.state.set_album(album_id, incomplete=False)
 
     # -- uploads (parallel, reported in plan order) ---------------------------------------
 
@@ -2224,6 +2264,9 @@ class Executor:
                 answer = self.client.upload_file(action.file.path, pending["album"],
                                                  action.file.name, on_bytes)
                 return UploadResult(str(answer["id"]))
+            except AuthError as e:
+                e.not_sent = attempt == 0               # refused outright: nothing pending
+                raise
             except OutcomeUnknown:
                 self.api.backoff(attempt)
                 found = find_pending_upload(self.client, self.state, pending, {})
@@ -2243,6 +2286,10 @@ class Executor:
             return
         if isinstance(result, (RateLimitError, AuthError, ServiceDownError)):
             self.stop_for(result)
+            if getattr(result, "not_sent", False):
+                for p in list(self.state.pending):
+                    if p.get("op") == "upload" and p["name"] == f.name and p["hash"] == f.hash:
+                        self.state.resolve_pending(p["id"])
             return
         if isinstance(result, (Interrupted, KeyboardInterrupt)):
             raise result
@@ -2272,11 +2319,11 @@ class Executor:
             self.state.resolve_pending(p["id"])
         if action.replaces:
             self.state.add_to_delete(album_id, action.replaces)
-            self.done("~", "replace", where, "replaced")
+            self.done("~", "replace", where, "replaced", album_id)
         elif action.repair:
-            self.done("+", "upload", where + " (was missing on Imgur)", "uploaded")
+            self.done("+", "upload", where + " (was missing on Imgur)", "uploaded", album_id)
         else:
-            self.done("+", "upload", where, "uploaded")
+            self.done("+", "upload", where, "uploaded", album_id)
         self.log.write("  image %s in album %s" % (result.image_id, album_id))
 
     # -- moves, repairs, deletions ------------------------------------------------------
@@ -2295,7 +2342,8 @@ class Executor:
             self.state.set_file(destination, f.name, record._replace(
                 size=f.size, mtime_ns=f.mtime_ns, inode=f.inode))
             self.done(">", "move", "%s -> %s" % (self.where(action.source, item.old_name),
-                                                 self.where(destination, f.name)), "moved")
+                                                 self.where(destination, f.name)), "moved",
+                      destination)
 
     def do_Repair(self, action: Repair) -> None:
         try:
@@ -2310,12 +2358,12 @@ class Executor:
             self.run_uploads([Upload(action.album, file=f, repair=True)])
             return
         self.client.album_add_images(action.album, [action.record.image_id])
-        self.done("+", "re-add", self.where(action.album, action.name), "repaired")
+        self.done("+", "re-add", self.where(action.album, action.name), "repaired", action.album)
 
     def do_Delete(self, action: Delete) -> None:
         self._delete_image(action.image_id)
         self.state.drop_file(action.album, action.name, action.image_id)
-        self.done("-", "delete", self.where(action.album, action.name), "deleted")
+        self.done("-", "delete", self.where(action.album, action.name), "deleted", action.album)
 
     def do_PurgeReplaced(self, action: PurgeReplaced) -> None:
         if action.image_id in self.state.albums[action.album].to_delete:
@@ -2496,9 +2544,6 @@ class SyncRun:
                 client = self.connect(state)
                 self.resolve_pending(client, state)
                 remote = self.fetch_remote(client, state, targets, plan)
-                for target in targets:
-                    if target.mode == "download" and target.folder and target.folder not in scans:
-                        scans[target.folder] = FolderScan(target.folder)
                 targets = settle_targets(parsed.lines, state, scans)
                 for target in targets:
                     self._restore_download_folder(target, remote)
@@ -2654,6 +2699,8 @@ class SyncRun:
             self.tally.held += 1
             self.out.warn("%s: Imgur refused this file before; it is retried once it "
                           "changes" % os.path.join(folder, name))
+        for folder, message in plan.notes:
+            self.out.warn("%s: %s" % (folder, message))
 
     def finish_state(self, state: StateStore, plan: Plan, scans: dict,
                      scan_started_ns: int) -> None:
@@ -2662,17 +2709,12 @@ class SyncRun:
             if record is not None and record.hash == found.hash:
                 state.touch_stat(album_id, found.name, record._replace(
                     size=found.size, mtime_ns=found.mtime_ns, inode=found.inode))
-        if any(scan.rehashed for scan in scans.values()):
-            state.scanned_at_ns = scan_started_ns
-            state.dirty = True
-        if state.dirty:
-            now = iso_now()
-            errors = {folder for folder, _ in plan.errors}
-            for target in plan.targets:
-                album = state.albums.get(target.album_id or "")
-                if album is not None and target.folder not in errors:
-                    album.last_sync, album.last_error = now, None
         listed = {t.album_id for t in plan.targets}
+        # An album created this run has no ID in its target: found by its folder, else
+        # it would be saved as unlisted and the next (no-op) run would rewrite state.json.
+        created = {folder_key(t.folder) for t in plan.targets if t.mode == "create"}
+        listed.update(album_id for album_id, album in state.albums.items()
+                      if folder_key(album.folder) in created)
         errors = dict(plan.errors)
         for album_id, album in state.albums.items():
             if album.listed != (album_id in listed):
@@ -2682,6 +2724,22 @@ class SyncRun:
             if error and album.last_error != error:
                 album.last_error = error
                 state.dirty = True
+        if state.dirty:
+            # Only now: a run that changed nothing leaves state.json alone, and files
+            # near the older scan time are simply hashed again next run (no request).
+            state.scanned_at_ns = scan_started_ns
+            now = iso_now()
+            errors = {folder for folder, _ in plan.errors}
+            # A run stopped early (auth, rate limit, an exception passing through the
+            # caller's `finally`) is no successful sync.
+            stopped = (self.tally.auth_error or self.tally.rate_limit or self.tally.stopped
+                       or sys.exc_info()[0] is not None)
+            for target in plan.targets:
+                album = state.albums.get(target.album_id or "") or next(
+                    (a for a in state.albums.values() if target.folder
+                     and folder_key(a.folder) == folder_key(target.folder)), None)
+                if album is not None and target.folder not in errors and not stopped:
+                    album.last_sync, album.last_error = now, None
         state.save()
 
     def rewrite_albums(self, original: bytes, parsed: ParsedAlbums, targets: list,
@@ -2803,6 +2861,10 @@ def _plan_item(action) -> str:
     return file.name if file is not None else getattr(action, "name", "")
 
 
+class NoAnswer(AuthError):
+    """End of input (Ctrl-D) at a prompt: stop asking."""
+
+
 def prompt(text: str, secret: bool = False) -> str:
     """Ask on the terminal; EOF is an AuthError, never a hang."""
     try:
@@ -2811,7 +2873,7 @@ def prompt(text: str, secret: bool = False) -> str:
             return getpass.getpass(text)
         return input(text)
     except EOFError:
-        raise AuthError("no answer on standard input")
+        raise NoAnswer("no answer on standard input; nothing was saved")
 
 
 def parse_authorize_answer(text: str) -> dict:
@@ -2833,7 +2895,8 @@ def parse_authorize_answer(text: str) -> dict:
         return {"pin": text}
     if "1024" in text or "error" in text.lower():
         return {"error": "Imgur showed an error page: since 2025 its authorize page fails "
-                         "for many logins. Use the refresh-token route instead (option 1)."}
+                         "for many logins. Use a refresh token you already have instead "
+                         "(README, Getting started): type 1 here to paste it."}
     return {"error": "that is neither the address you landed on nor a PIN"}
 
 
@@ -2867,7 +2930,7 @@ def _auth(home: str, out: Output, log: Log) -> int:
                                refresh_token=tokens.get("refresh_token"))
             account = api.request("GET", "account/me")
         except (AuthError, RequestRefused) as e:
-            if not interactive:
+            if not interactive or isinstance(e, NoAnswer):
                 raise AuthError(str(e))
             out.error("%s. Check the client ID, secret and token, and try again." % e)
             credentials.values.update(client_id=None, client_secret=None)
@@ -2914,7 +2977,11 @@ def _obtain_tokens(api: Api, credentials: Credentials, interactive: bool,
     except Exception:
         pass
     while True:
-        answer = parse_authorize_answer(prompt("Address or PIN: "))
+        text = prompt("Address or PIN: ")
+        if text.strip() == "1":
+            token = _ask(True, "Refresh token (not shown): ", secret=True)
+            return api._token_request(dict(form, grant_type="refresh_token", refresh_token=token))
+        answer = parse_authorize_answer(text)
         if "tokens" in answer:
             return answer["tokens"]
         if "pin" in answer:
