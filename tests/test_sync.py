@@ -430,6 +430,17 @@ def test_metadata_only_edit_sends_no_request(home, fake, case):
     assert r.code == 0 and fake.api_requests() == []
 
 
+def test_metadata_edit_saved_as_a_new_file_sends_no_request(home, fake):
+    """Photo managers often save to a temporary file and rename it over the original."""
+    s = Synced(home, fake, {"Trip": {"p.jpg": jpeg(1), "q.jpg": jpeg(2)}})
+    tmp = s.file("Trip", ".p.jpg.tmp")
+    tmp.write_bytes(jpeg(1, xmp="rating 4", iptc="caption"))
+    os.replace(tmp, s.file("Trip", "p.jpg"))
+    r = s.run()
+    assert r.code == 0, r
+    assert fake.api_requests() == []
+
+
 @pytest.mark.parametrize("before,after", [(None, 6), (1, 6), (6, 3)], ids=["added", "1-to-6", "6-to-3"])
 def test_exif_orientation_change_is_a_replace(home, fake, before, after):
     s = Synced(home, fake, {"Trip": {"p.jpg": jpeg(1, exif_orientation=before), "q.jpg": jpeg(2)}})
