@@ -1237,7 +1237,8 @@ def _album_actions(target: Target, state: StateStore) -> list:
                             title=os.path.basename(target.folder))]
     if target.mode == "sync" and target.retitle:
         title = os.path.basename(target.folder)
-        if state.albums[target.album_id].title != title:
+        album = state.albums[target.album_id]
+        if album.title != title and not album.download_only:
             return [RetitleAlbum(target.album_id, title=title)]
     return []
 
@@ -1463,8 +1464,8 @@ class Output:
 
     def progress(self, total: int, description: str, unit: str = "file"):
         """A tqdm bar on a terminal's stderr, shown at once; else a bar that does nothing."""
-        if not self.progress_enabled or total <= 0:
-            return _NoProgress()
+        if not self.progress_enabled or (total is not None and total <= 0):
+            return _NoProgress()                    # total None: a counter, total unknown
         from tqdm import tqdm
         scale = unit == "B"
         return tqdm(total=total, desc=description, unit=unit, unit_scale=scale,
@@ -1776,11 +1777,17 @@ class Api:
         with self._token_lock:
             if token_used is not None and self.credentials["access_token"] != token_used:
                 return                               # another worker refreshed already
-            answer = self._token_request({
-                "refresh_token": self.credentials["refresh_token"],
-                "client_id": self.credentials["client_id"],
-                "client_secret": self.credentials["client_secret"],
-                "grant_type": "refresh_token"})
+            if getattr(self, "_refresh_refused", None):
+                raise AuthError(self._refresh_refused)   # refused once: never asked again
+            try:
+                answer = self._token_request({
+                    "refresh_token": self.credentials["refresh_token"],
+                    "client_id": self.credentials["client_id"],
+                    "client_secret": self.credentials["client_secret"],
+                    "grant_type": "refresh_token"})
+            except AuthError as e:
+                self._refresh_refused = str(e)
+                raise
             self.credentials.update(access_token=answer.get("access_token"),
                                     refresh_token=answer.get("refresh_token"),
                                     account_username=answer.get("account_username"))
@@ -2309,6 +2316,10 @@ class Executor:
             self.fail("%s: %s" % (where, redact(repr(result))))
             return
         album_id = self.album_id(action.album)
+        if action.replaces:
+            # Before the new record: a crash between the two journal lines (another
+            # upload may be in flight) must not forget the old version on Imgur.
+            self.state.add_to_delete(album_id, action.replaces)
         self.state.set_file(album_id, f.name, FileRecord(result.image_id, f.hash, f.size,
                                                          f.mtime_ns, f.inode))
         for extra in result.extra_ids:
@@ -2318,7 +2329,6 @@ class Executor:
         for p in pending:
             self.state.resolve_pending(p["id"])
         if action.replaces:
-            self.state.add_to_delete(album_id, action.replaces)
             self.done("~", "replace", where, "replaced", album_id)
         elif action.repair:
             self.done("+", "upload", where + " (was missing on Imgur)", "uploaded", album_id)
@@ -2412,12 +2422,14 @@ def find_pending_album(client, state: StateStore, pending: dict) -> list:
     since = pending["since"] - PENDING_CLOCK_SLACK
     found, page = [], 0
     while True:
-        albums = client.get_account_albums("me", page)
+        # Not imgurpython's get_account_albums: it refuses "me" without its own auth
+        # object, which this client (its make_request replaced) does not have.
+        albums = client.make_request("GET", "account/me/albums/%d" % page) or []
         for album in albums:
-            if getattr(album, "title", None) == pending["title"] and \
-                    int(getattr(album, "datetime", 0) or 0) >= since and \
-                    album.id not in state.albums:
-                found.append((album.datetime, album.id))
+            if album.get("title") == pending["title"] and \
+                    int(album.get("datetime") or 0) >= since and \
+                    album.get("id") not in state.albums:
+                found.append((int(album.get("datetime") or 0), str(album["id"])))
         if len(albums) < ALBUMS_PER_PAGE:
             break
         page += 1
@@ -2502,7 +2514,7 @@ def scan_listed_folders(parsed: ParsedAlbums, state: StateStore, rehash: bool,
         if folder:
             known = album or by_key.get(folder_key(folder))
             folders[folder] = known.files if known else {}
-    bar = out.progress(0, "hash")
+    bar = out.progress(None, "hash")
     scans = {}
     for folder, known in folders.items():
         scans[folder] = scan_folder(folder, known, state.scanned_at_ns, rehash, bar.update)
@@ -2634,6 +2646,11 @@ class SyncRun:
                     raise
                 found = []
             if found:
+                # The name may still hold the version this upload replaces: keep that
+                # image recorded for deletion, or it would be forgotten on Imgur.
+                old = state.albums[pending["album"]].files.get(pending["name"])
+                if old is not None and old.image_id != found[0]:
+                    state.add_to_delete(pending["album"], old.image_id)
                 state.set_file(pending["album"], pending["name"], FileRecord(
                     found[0], pending["hash"], pending["size"], pending["mtime_ns"],
                     pending["inode"]))
@@ -2704,6 +2721,12 @@ class SyncRun:
 
     def finish_state(self, state: StateStore, plan: Plan, scans: dict,
                      scan_started_ns: int) -> None:
+        for target in plan.targets:     # a moved folder's album follows it, once titled
+            album = state.albums.get(target.album_id or "")
+            if target.mode == "sync" and album is not None and target.folder \
+                    and folder_key(album.folder) != folder_key(target.folder) \
+                    and (album.download_only or album.title == os.path.basename(target.folder)):
+                state.set_album(target.album_id, folder=target.folder)
         for album_id, found in plan.stat_updates:
             record = state.albums[album_id].files.get(found.name)
             if record is not None and record.hash == found.hash:
@@ -2791,7 +2814,8 @@ class SyncRun:
         skipped = collections.Counter()
         for scan in scans.values():
             skipped.update(scan.skipped)
-        text = ", ".join(parts) if parts else "nothing to do"
+        text = ", ".join(parts) if parts else "nothing to do" if tally.exit_code() == EXIT_OK \
+            else "nothing done"
         if skipped:
             text += "; skipped %s" % ", ".join("%d %s" % (n, ext) for ext, n in sorted(skipped.items()))
         text += "; %.1f s" % (time.monotonic() - self.started)
@@ -2808,10 +2832,12 @@ class SyncRun:
         if tally.auth_error:
             self.out.error(str(tally.auth_error))
         self.out.info(("dry run: " if self.options.dry_run else "") + text)
-        self.log.write("sync %s" % text)
-        if self.options.dry_run:
-            return EXIT_OK
-        return tally.exit_code()
+        code = EXIT_OK if self.options.dry_run else tally.exit_code()
+        # "sync ok" lines let `status` tell when a run last succeeded, even one that
+        # changed nothing (and so did not rewrite state.json).
+        self.log.write("%s %s: %s" % ("dry-run" if self.options.dry_run else "sync",
+                                      "ok" if code == EXIT_OK else "exit %d" % code, text))
+        return code
 
 
 def safe_folder_name(title: str | None) -> str:
@@ -2999,6 +3025,7 @@ def run_status(home: str, out: Output) -> int:
     scans = scan_listed_folders(parsed, state, False, Output(-1, None))
     targets = settle_targets(parsed.lines, state, scans)
     plan = plan_sync(targets, scans, state, {}, PlanOptions())
+    last_ok = last_successful_run(home)
     for target in targets:
         album = state.albums.get(target.album_id or "")
         scan = scans.get(target.folder)
@@ -3024,13 +3051,30 @@ def run_status(home: str, out: Output) -> int:
         if scan is not None and scan.skipped:
             print("  skipped: %s" % ", ".join("%d %s" % (n, e) for e, n in sorted(scan.skipped.items())))
         if album is not None:
-            print("  last sync: %s" % (album.last_sync or "never"))
+            last = max(filter(None, [album.last_sync, None if album.last_error else last_ok]),
+                       default=None)
+            print("  last sync: %s" % (last or "never"))
             if album.last_error:
                 print("  last error: %s" % album.last_error)
     if state.pending:
         print("%d operation(s) from an interrupted run will be checked on the next sync"
               % len(state.pending))
     return EXIT_OK
+
+
+def last_successful_run(home: str) -> str | None:
+    """The timestamp of the newest "sync ok" line in log.txt (its last 64 KiB)."""
+    try:
+        with open(os.path.join(home, LOG_FILE), "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 65536))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        stamp, _, rest = line.partition(" ")
+        if rest.startswith("sync ok"):
+            return stamp
+    return None
 
 
 def acquire_lock(home: str):
@@ -3151,7 +3195,7 @@ def main(argv: list | None = None) -> int:
         args = parse_args(argv)
         verbosity = -1 if args.quiet else (1 if args.verbose else 0)
         home = resolve_home(args)
-        log = Log(home)
+        log = Log(home) if args.command != "status" else None     # status writes nothing
         out = Output(verbosity, log)
         if hasattr(signal, "SIGTERM"):
             signal.signal(signal.SIGTERM, _on_sigterm)
