@@ -20,6 +20,9 @@ from fake_imgur import FakeImgur
 REPO = Path(__file__).resolve().parent.parent
 IMGURBOX = REPO / 'imgurbox.py'
 
+# tests/bench/ holds benchmarks (python3 tests/bench/run.py), never part of a test run.
+collect_ignore = ['bench']
+
 # Environment every run gets (on top of os.environ minus IMGUR_* and IMGURBOX_*):
 # the fake's URL, backoff sleeps cut 100-fold, a short read timeout, no colour.
 RUN_ENV = {
