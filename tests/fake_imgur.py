@@ -1569,10 +1569,7 @@ def main(argv=None) -> int:
     fake = FakeImgur(latency=args.latency)
     url = fake.start(args.port)
     credentials = json.dumps(fake.credentials(), indent=2)
-    print(f'Fake Imgur listening at {url}')
-    print(f'export IMGUR_API_URL={url}')
-    print('credentials.json:')
-    print(credentials, flush=True)
+    # Write the file before printing, so that whoever reads the output finds it there.
     if args.home:
         args.home.mkdir(parents=True, exist_ok=True)
         path = args.home / 'credentials.json'
@@ -1580,7 +1577,10 @@ def main(argv=None) -> int:
         with os.fdopen(fd, 'w', encoding='utf-8') as file:
             file.write(credentials + '\n')
         os.chmod(path, 0o600)           # in case the file existed with other modes
-        print(f'Wrote {path}', flush=True)
+    print(f'Fake Imgur listening at {url}')
+    print(f'export IMGUR_API_URL={url}')
+    print(f'credentials.json (written to {path}):' if args.home else 'credentials.json:')
+    print(credentials, flush=True)
     try:
         while True:
             time.sleep(3600)

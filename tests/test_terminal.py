@@ -1,0 +1,495 @@
+"""The terminal experience (issue 7; SPEC §7 output, `status`, §1 log), end to end.
+
+Runs imgurbox.py in a real pseudo-terminal (the `pty` module: stdout and stdin on one
+pty, stderr on another, so the two streams stay apart) or piped, against the fake Imgur.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from imagefiles import jpeg
+
+IMGURBOX = Path(__file__).resolve().parent.parent / "imgurbox.py"
+
+
+class Result(NamedTuple):
+    """A pty run, shaped like conftest's Result."""
+    code: int
+    stdout: str
+    stderr: str
+
+
+SGR = re.compile(r"\x1b\[[0-9;]*m")                  # colour / style codes
+BAR = re.compile(r"\d+%\||\d+(?:\.\d+)?(?:it|file|B|kB|KB|MB|MiB|KiB)/s|\?(?:it|file|B)/s")
+ISO_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)? ")
+ACTION = re.compile(r"^(?:\x1b\[[0-9;]*m)?([+\-~>!*<=])(?:\x1b\[[0-9;]*m)? (\S+) (.*)$")
+MIB = 1024 * 1024
+
+
+# --------------------------------------------------------------------------- running
+
+def run_in_pty(home, *args, env=None, timeout=60) -> Result:
+    """Run imgurbox with stdin+stdout on one pty (100 columns) and stderr on another."""
+    env = home.env({"TERM": "xterm", "COLUMNS": "100", "NO_COLOR": None, **(env or {})})
+    out_master, out_slave = pty.openpty()
+    err_master, err_slave = pty.openpty()
+    for fd in (out_slave, err_slave):
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, str(IMGURBOX), "--home", str(home.path), *map(str, args)],
+        stdin=out_slave, stdout=out_slave, stderr=err_slave, env=env, close_fds=True)
+    os.close(out_slave)
+    os.close(err_slave)
+    chunks = {out_master: [], err_master: []}
+    open_fds = set(chunks)
+    deadline = time.monotonic() + timeout
+    try:
+        while open_fds:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"imgurbox {args} did not end within {timeout} s")
+            ready, _, _ = select.select(list(open_fds), [], [], 0.1)
+            for fd in ready:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:                     # EIO: the other side is closed
+                    data = b""
+                if data:
+                    chunks[fd].append(data)
+                else:
+                    open_fds.discard(fd)
+            if not ready and proc.poll() is not None:
+                break
+        code = proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for fd in chunks:
+            os.close(fd)
+    text = {fd: b"".join(parts).decode("utf-8", "replace").replace("\r\n", "\n")
+            for fd, parts in chunks.items()}
+    return Result(code, text[out_master], text[err_master])
+
+
+def piped(home, *args, env=None) -> Result:
+    """Run with stdout and stderr piped (cron), colour allowed by the environment."""
+    return home.run(*args, env={"NO_COLOR": None, "TERM": "xterm", **(env or {})})
+
+
+def action_lines(stdout: str) -> list:
+    """(symbol, verb, rest) of every action line on stdout, colour codes removed."""
+    found = []
+    for line in stdout.splitlines():
+        line = SGR.sub("", line.replace("\r", ""))
+        m = ACTION.match(line)
+        if m and m.group(1) in "+-~>!":
+            found.append((m.group(1), m.group(2), m.group(3)))
+    return found
+
+
+def summary_line(stdout: str) -> str:
+    lines = [SGR.sub("", l).strip() for l in stdout.splitlines() if l.strip()]
+    assert lines, "no output"
+    return lines[-1]
+
+
+def count_in(summary: str, what: str) -> int:
+    m = re.search(rf"(\d+) {what}", summary)
+    return int(m.group(1)) if m else 0
+
+
+def snapshot(*roots) -> dict:
+    """Every path under ``roots`` with its size, mtime_ns and mode (what a write changes)."""
+    found = {}
+    for root in roots:
+        for folder, dirs, files in os.walk(root):
+            for name in dirs + files:
+                path = os.path.join(folder, name)
+                st = os.lstat(path)
+                found[path] = (st.st_size, st.st_mtime_ns, st.st_mode)
+    return found
+
+
+def uploads(fake) -> list:
+    return [r for r in fake.api_requests()
+            if r.method == "POST" and r.path in ("/3/image", "/3/upload") and r.status == 200]
+
+
+def new_home(home, files=3, seed=0):
+    """Credentials, one folder Trip with ``files`` JPEGs and a .heic, albums.txt."""
+    home.write_credentials()
+    folder = home.folder("Trip", {f"p{i}.jpg": jpeg(seed + i) for i in range(files)})
+    (folder / "IMG_0001.HEIC").write_bytes(b"not really heic")
+    home.write_albums(f"{folder}\n")
+    return folder
+
+
+# --------------------------------------------------------------------------- progress and colour
+
+def test_progress_bars_and_colour_on_a_terminal(home, fake):
+    new_home(home, files=4)
+    fake.latency = 0.05
+    result = run_in_pty(home, "sync")
+    assert result.code == 0, result
+    assert BAR.search(result.stderr), repr(result.stderr)
+    assert "upload" in result.stderr                   # the upload bar (bytes)
+    assert re.search(r"B/s", result.stderr), repr(result.stderr)
+    assert SGR.search(result.stdout), repr(result.stdout)
+    assert not BAR.search(result.stdout), "a progress bar on stdout"
+    # The action lines themselves are there, coloured.
+    assert [a[:2] for a in action_lines(result.stdout)] == [("+", "upload")] * 4
+
+
+def test_hashing_has_a_progress_bar_on_a_terminal(home, fake):
+    new_home(home, files=4)
+    result = run_in_pty(home, "sync")
+    assert result.code == 0, result
+    assert re.search(r"hash", result.stderr), repr(result.stderr)
+
+
+def test_piped_output_has_no_progress_and_no_colour(home, fake):
+    new_home(home, files=4)
+    result = piped(home, "sync")
+    assert result.code == 0, result
+    for stream in (result.stdout, result.stderr):
+        assert "\x1b" not in stream, repr(stream)
+        assert not BAR.search(stream), repr(stream)
+        assert "\r" not in stream, repr(stream)
+    assert [a[:2] for a in action_lines(result.stdout)] == [("+", "upload")] * 4
+    assert result.stderr == ""
+
+
+def test_no_color_in_a_terminal_keeps_progress_without_colour(home, fake):
+    new_home(home, files=4)
+    fake.latency = 0.05
+    result = run_in_pty(home, "sync", env={"NO_COLOR": "1"})
+    assert result.code == 0, result
+    assert not SGR.search(result.stdout), repr(result.stdout)
+    assert not SGR.search(result.stderr), repr(result.stderr)
+    assert BAR.search(result.stderr), repr(result.stderr)
+
+
+def test_errors_are_coloured_on_a_terminal_and_go_to_stderr(home, fake):
+    new_home(home, files=2)
+    fake.add_fault("status", method="POST", path=r"^/3/image$", code=400, count=None,
+                   message="File type invalid (1)")
+    result = run_in_pty(home, "sync")
+    assert result.code == 1, result
+    assert "!" in SGR.sub("", result.stdout) or "failed" in SGR.sub("", result.stderr)
+    assert SGR.search(result.stdout + result.stderr)
+
+
+# --------------------------------------------------------------------------- actions in plan order
+
+def scenario(home, fake):
+    """Two synced folders A and B; then in A: 5 new files, one changed, one deleted,
+    and one moved to B. Returns the expected action lines in plan order."""
+    home.write_credentials()
+    a = home.folder("A", {"c.jpg": jpeg(1), "d.jpg": jpeg(2), "m.jpg": jpeg(3),
+                          "k1.jpg": jpeg(4), "k2.jpg": jpeg(5), "k3.jpg": jpeg(6)})
+    b = home.folder("B", {"b1.jpg": jpeg(7)})
+    home.write_albums(f"{a}\n{b}\n")
+    first = home.run("sync")
+    assert first.code == 0, first
+    (a / "c.jpg").write_bytes(jpeg(101))                  # replace
+    (a / "d.jpg").unlink()                                # delete
+    os.rename(a / "m.jpg", b / "m.jpg")                   # move
+    for i in range(5):
+        (a / f"n{i}.jpg").write_bytes(jpeg(200 + i))      # uploads
+    (a / "notes.txt").write_text("not a photo")
+    fake.reset_requests()
+    uploads_and_replace = sorted([("~", "replace", "A/c.jpg")]
+                                 + [("+", "upload", f"A/n{i}.jpg") for i in range(5)],
+                                 key=lambda t: t[2])
+    return uploads_and_replace + [(">", "move", "A/m.jpg -> B/m.jpg"),
+                                  ("-", "delete", "A/d.jpg")]
+
+
+def scramble(fake):
+    """Make earlier uploads answer later: completion order is the reverse of plan order."""
+    def slow_first(phase, request):
+        if phase == "before" and request.method == "POST" and request.path == "/3/image":
+            name = request.value("name") or ""
+            if not name and request.files.get("image"):
+                name = request.files["image"][0] or ""
+            m = re.search(r"n(\d)\.jpg|c\.jpg", name)
+            if m:
+                time.sleep(0.5 - 0.08 * int(m.group(1) or 0) if m.group(1) else 0.6)
+    fake.on_request = slow_first
+
+
+@pytest.mark.parametrize("where", ["pty", "piped"])
+def test_action_lines_in_plan_order_under_parallel_uploads(home, fake, where):
+    expected = scenario(home, fake)
+    scramble(fake)
+    run = run_in_pty if where == "pty" else piped
+    result = run(home, "sync", "--jobs", "4")
+    fake.on_request = None
+    assert result.code == 0, result
+    # The uploads did finish out of order ...
+    done = [r.value("name") or r.files.get("image", ("",))[0] for r in uploads(fake)]
+    assert done != sorted(done), done
+    # ... yet stdout shows the plan's order.
+    assert action_lines(result.stdout) == expected, result.stdout
+    assert not BAR.search(result.stdout)
+
+
+def test_summary_counts_what_happened(home, fake):
+    scenario(home, fake)
+    result = piped(home, "sync", "--jobs", "1")
+    assert result.code == 0, result
+    summary = summary_line(result.stdout)
+    requests = fake.api_requests()
+    upload_count = len(uploads(fake))
+    deletes = [r for r in requests if r.method == "DELETE" and r.path.startswith("/3/image/")]
+    adds = [r for r in requests if re.fullmatch(r"/3/album/\w+/add", r.path)]
+    assert upload_count == 6 and len(deletes) == 2 and len(adds) == 1
+    assert count_in(summary, "uploaded") == 5, summary
+    assert count_in(summary, "replaced") == 1, summary
+    assert count_in(summary, "moved") == 1, summary
+    assert count_in(summary, "deleted") == 1, summary
+    assert "failed" not in summary
+    assert re.search(r"1 \.txt", summary), summary
+    assert re.search(r"\d+(\.\d+)? ?s\b", summary), summary       # time taken
+    left = re.search(r"(\d+) credits left", summary)
+    assert left, summary
+    used = fake._user_window[1]
+    assert int(left.group(1)) == fake.user_limit - used, (summary, used)
+
+
+def test_summary_counts_failures_and_skipped_files(home, fake):
+    folder = new_home(home, files=3)
+    (folder / "clip.webp").write_bytes(b"RIFF....WEBP")
+    fake.add_fault("status", method="POST", path=r"^/3/image$", code=400, count=1,
+                   message="File type invalid (1)")
+    result = piped(home, "sync", "--jobs", "1")
+    assert result.code == 1, result
+    summary = summary_line(result.stdout)
+    assert count_in(summary, "uploaded") == 2, summary
+    assert count_in(summary, "failed") == 1, summary
+    assert re.search(r"1 \.heic", summary, re.I) and "1 .webp" in summary, summary
+    assert [a[0] for a in action_lines(result.stdout)].count("!") == 1, result.stdout
+
+
+def test_quiet_prints_nothing_on_success(home, fake):
+    new_home(home, files=2)
+    result = piped(home, "-q", "sync")
+    assert result.code == 0, result
+    assert result.stdout == "" and result.stderr == ""
+    folder = home.photos / "Trip"
+    (folder / "p9.jpg").write_bytes(jpeg(99))
+    result = run_in_pty(home, "sync", "-q")
+    assert result.code == 0, result
+    assert result.stdout.strip() == "" and result.stderr.strip() == "", result
+
+
+def test_quiet_still_prints_errors(home, fake):
+    new_home(home, files=2)
+    fake.add_fault("status", method="POST", path=r"^/3/image$", code=400, count=1,
+                   message="File type invalid (1)")
+    result = piped(home, "-q", "sync", "--jobs", "1")
+    assert result.code == 1, result
+    assert result.stdout == ""
+    assert "p0.jpg" in result.stderr and "File type invalid" in result.stderr, result
+
+
+def test_quiet_still_prints_a_missing_folder(home, fake):
+    folder = new_home(home, files=2)
+    assert piped(home, "sync").code == 0
+    os.rename(folder, folder.with_name("gone"))
+    result = piped(home, "-q", "sync")
+    assert result.code == 1, result
+    assert result.stdout == ""
+    assert "Trip" in result.stderr
+
+
+def test_verbose_lists_skipped_files(home, fake):
+    folder = new_home(home, files=1)
+    (folder / ".hidden.jpg").write_bytes(jpeg(50))
+    (folder / "notes.txt").write_text("x")
+    result = piped(home, "-v", "sync")
+    assert result.code == 0, result
+    for name in ("IMG_0001.HEIC", ".hidden.jpg", "notes.txt"):
+        assert name in result.stdout + result.stderr, (name, result)
+    quiet_default = piped(home, "sync")
+    assert "notes.txt" not in quiet_default.stdout + quiet_default.stderr
+
+
+# --------------------------------------------------------------------------- status
+
+def status_of(home, fake, *extra_roots, env=None) -> Result:
+    """Run `status` and assert: no request at all, nothing written in the home or photos."""
+    fake.reset_requests()
+    roots = [home.path, home.photos, *extra_roots]
+    before = snapshot(*roots)
+    time.sleep(0.01)
+    result = piped(home, "status", env=env)
+    assert fake.requests == [], fake.requests
+    assert snapshot(*roots) == before
+    return result
+
+
+def test_status_before_and_after_a_sync(home, fake):
+    folder = new_home(home, files=3)
+    before = status_of(home, fake)
+    assert before.code == 0, before
+    assert str(folder) in before.stdout or "Trip" in before.stdout
+    assert re.search(r"3 upload", before.stdout), before.stdout
+    assert re.search(r"(?i)heic", before.stdout), before.stdout
+    assert re.search(r"synced: 0|never|new album", before.stdout), before.stdout
+
+    assert piped(home, "sync").code == 0
+    album = re.search(r"https://imgur\.com/a/(\w+)", home.albums_bytes().decode()).group(1)
+    after = status_of(home, fake)
+    assert after.code == 0, after
+    assert f"https://imgur.com/a/{album}" in after.stdout
+    assert re.search(r"synced: 3 files", after.stdout), after.stdout
+    assert re.search(r"to do: nothing", after.stdout), after.stdout
+    last = re.search(r"last sync: (.*)", after.stdout)
+    assert last and last.group(1).strip() not in ("never", "None", ""), after.stdout
+
+    # Local changes show as pending work, still without a request or a write.
+    (folder / "p0.jpg").unlink()
+    (folder / "new.jpg").write_bytes(jpeg(77))
+    changed = status_of(home, fake)
+    assert re.search(r"1 upload", changed.stdout) and re.search(r"1 delete", changed.stdout), \
+        changed.stdout
+
+
+def test_status_needs_no_credentials_and_no_lock(home, fake):
+    new_home(home, files=2)
+    assert piped(home, "sync").code == 0
+    (home.path / "credentials.json").unlink()
+    from filelock import FileLock
+    lock = FileLock(str(home.path / "imgurbox.lock"), timeout=0)
+    lock.acquire()
+    try:
+        result = status_of(home, fake)
+    finally:
+        lock.release()
+    assert result.code == 0, result
+    assert "synced: 2 files" in result.stdout
+    # A broken credentials.json is not even read.
+    (home.path / "credentials.json").write_text("{broken")
+    assert status_of(home, fake).code == 0
+
+
+def test_status_shows_the_last_error(home, fake):
+    folder = new_home(home, files=2)
+    assert piped(home, "sync").code == 0
+    os.rename(folder, folder.with_name("unplugged"))
+    assert piped(home, "sync").code == 1
+    result = status_of(home, fake)
+    assert result.code == 0, result
+    assert re.search(r"last error: .+", result.stdout), result.stdout
+
+
+@pytest.mark.parametrize("broken", ["albums", "state"])
+def test_status_exits_2_on_an_unreadable_file(home, fake, broken):
+    new_home(home, files=1)
+    assert piped(home, "sync").code == 0
+    if broken == "albums":
+        home.write_albums(b"\xff\xfe\x00bad utf-8 \xc3\x28\n")
+    else:
+        (home.path / "state.json").write_text("{not json")
+        for extra in ("state.json.bak", "state.journal"):
+            if (home.path / extra).exists():
+                (home.path / extra).unlink()
+    result = status_of(home, fake)
+    assert result.code == 2, result
+    assert result.stderr.strip()
+
+
+# --------------------------------------------------------------------------- log.txt
+
+def test_log_lines_start_with_an_iso_timestamp(home, fake):
+    new_home(home, files=2)
+    assert piped(home, "sync").code == 0
+    lines = (home.path / "log.txt").read_text(encoding="utf-8").splitlines()
+    assert len(lines) >= 3
+    for line in lines:
+        assert ISO_LINE.match(line), line
+
+
+def _fill(path, size, marker):
+    line = f"2020-01-01T00:00:00+00:00 {marker} " + "x" * 80 + "\n"
+    data = (line * (size // len(line) + 1))[:size - 1] + "\n"
+    path.write_text(data, encoding="utf-8")
+    return data
+
+
+def test_log_rotates_before_1_mib(home, fake):
+    new_home(home, files=2)
+    log = home.path / "log.txt"
+    old = _fill(log, MIB - 200, "old")
+    assert piped(home, "sync").code == 0
+    assert (home.path / "log.txt.1").exists()
+    assert (home.path / "log.txt.1").read_text(encoding="utf-8").startswith(old[:200])
+    assert log.stat().st_size < 64 * 1024
+    assert "old" not in log.read_text(encoding="utf-8")
+    for path in home.path.glob("log.txt*"):
+        assert path.stat().st_size < MIB, path
+
+
+def test_log_keeps_three_old_files_and_drops_the_oldest(home, fake):
+    new_home(home, files=2)
+    fills = {}
+    for suffix, marker in (("", "current"), (".1", "one"), (".2", "two"), (".3", "three")):
+        fills[marker] = _fill(home.path / f"log.txt{suffix}", MIB - 200, marker)
+    assert piped(home, "sync").code == 0
+    texts = {p.name: p.read_text(encoding="utf-8") for p in home.path.glob("log.txt*")}
+    assert sorted(texts) == ["log.txt", "log.txt.1", "log.txt.2", "log.txt.3"]
+    assert texts["log.txt.1"].startswith(fills["current"][:200])
+    assert texts["log.txt.2"] == fills["one"]
+    assert texts["log.txt.3"] == fills["two"]
+    assert not any(" three " in text for text in texts.values())
+    assert len(texts["log.txt"]) < 64 * 1024
+
+
+def test_small_log_is_not_rotated(home, fake):
+    new_home(home, files=1)
+    _fill(home.path / "log.txt", 1000, "old")
+    assert piped(home, "sync").code == 0
+    assert not (home.path / "log.txt.1").exists()
+    assert " old " in (home.path / "log.txt").read_text(encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- command line
+
+@pytest.mark.parametrize("args", [["--help"], ["sync", "--help"], ["auth", "--help"],
+                                  ["status", "--help"]], ids=["main", "sync", "auth", "status"])
+def test_help_shows_an_example(home, fake, args):
+    result = piped(home, *args)
+    assert result.code == 0, result
+    assert re.search(r"(?i)example", result.stdout), result.stdout
+    assert "imgurbox.py" in result.stdout
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["sync", "--jobs", "0"], ["--jobs", "many"],
+                                  ["status", "--dry-run"], ["frobnicate"],
+                                  ["--max-delete", "-1"], ["-q", "-v"]],
+                         ids=["unknown", "jobs-0", "jobs-word", "status-dry-run",
+                              "unknown-command", "max-delete-negative", "quiet-verbose"])
+def test_bad_flag_gives_one_line_and_exit_2(home, fake, args):
+    new_home(home, files=1)
+    result = piped(home, *args)
+    assert result.code == 2, result
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert fake.requests == []
