@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from typing import Callable, Iterable, NamedTuple
+from typing import Callable, NamedTuple
 
 # Heavy imports (requests, imgurpython, requests_toolbelt, tqdm) happen only when a run
 # needs the network or a terminal: a no-op run from cron should cost a directory walk.
@@ -97,6 +97,7 @@ READ_TIMEOUT = 60.0
 MAX_TRIES = 4
 MAX_BACKOFF_TOTAL = 30.0
 MAX_FAILED_REQUESTS_IN_A_ROW = 3
+RATE_WINDOW_TOLERANCE = 60          # seconds: reset times this close are one window
 USER_CREDITS_FLOOR = 10              # no upload starts below this
 CLIENT_CREDITS_RESERVE = 0.10        # keep 10 % of the application's daily credits
 PENDING_CLOCK_SLACK = 120            # seconds: remote clocks and our clock disagree
@@ -1602,21 +1603,34 @@ class RateView:
             except (KeyError, TypeError, ValueError):
                 return None
         with self._lock:
-            for attribute, header in (
-                    ("user_limit", "X-RateLimit-UserLimit"),
-                    ("user_remaining", "X-RateLimit-UserRemaining"),
-                    ("client_limit", "X-RateLimit-ClientLimit"),
-                    ("client_remaining", "X-RateLimit-ClientRemaining"),
-                    ("post_remaining", "X-Post-Rate-Limit-Remaining")):
+            for attribute, header in (("user_limit", "X-RateLimit-UserLimit"),
+                                      ("client_limit", "X-RateLimit-ClientLimit")):
                 value = number(header)
                 if value is not None:
                     setattr(self, attribute, value)
-            for attribute, header in (("user_reset", "X-RateLimit-UserReset"),
-                                      ("client_reset", "X-RateLimit-ClientReset"),
-                                      ("post_reset", "X-Post-Rate-Limit-Reset")):
-                value = number(header)
-                if value is not None:
-                    setattr(self, attribute, self._reset_time(value))
+            for remaining, reset, remaining_header, reset_header in (
+                    ("user_remaining", "user_reset", "X-RateLimit-UserRemaining",
+                     "X-RateLimit-UserReset"),
+                    ("client_remaining", "client_reset", "X-RateLimit-ClientRemaining",
+                     "X-RateLimit-ClientReset"),
+                    ("post_remaining", "post_reset", "X-Post-Rate-Limit-Remaining",
+                     "X-Post-Rate-Limit-Reset")):
+                self._update_window(remaining, reset, number(remaining_header),
+                                    number(reset_header))
+
+    def _update_window(self, remaining: str, reset: str, value, reset_value) -> None:
+        """Parallel answers arrive out of order: within one window the counter only
+        falls, so keep the lowest; a reset time an hour on means a new window."""
+        new_reset = self._reset_time(reset_value)
+        old_reset = getattr(self, reset)
+        same_window = new_reset is None or old_reset is None or \
+            abs(new_reset - old_reset) < RATE_WINDOW_TOLERANCE
+        if value is not None:
+            old = getattr(self, remaining)
+            keep_lower = same_window and old is not None and old_reset is not None
+            setattr(self, remaining, min(old, value) if keep_lower else value)
+        if new_reset is not None:
+            setattr(self, reset, new_reset)
 
     def reserve_upload(self) -> str | None:
         """Book an upload's credits; None if it may start, else why it may not."""
@@ -2125,7 +2139,7 @@ class Executor:
         self.state.set_album(album_id, folder=folder, listed=True, title=title)
         self.folders[album_id] = folder
         self.announced.add(album_id)
-        self.done("*", "album", "%s %s" % (title, ALBUM_URL.format(album_id)), "albums created")
+        self.done("*", "album", "%s %s" % (title, ALBUM_URL.format(album_id)), "new albums")
 
     def do_RetitleAlbum(self, action: RetitleAlbum) -> None:
         self.client.make_request("POST", "album/%s" % action.album, {"title": action.title})
@@ -2825,7 +2839,8 @@ class SyncRun:
             ("moved", tally.counts["moved"]), ("deleted", tally.counts["deleted"]),
             ("downloaded", tally.counts["downloaded"]), ("repaired", tally.counts["repaired"]),
             ("renamed", tally.counts["renamed"]), ("linked", tally.counts["linked"]),
-            ("albums created", tally.counts["albums created"])) if n]
+            ("new album" if tally.counts["new albums"] == 1 else "new albums",
+             tally.counts["new albums"])) if n]
         if tally.failed:
             parts.append("%d failed" % tally.failed)
         if tally.held:
@@ -3097,10 +3112,40 @@ def last_successful_run(home: str) -> str | None:
     return None
 
 
+class _FlockLock:
+    """An flock held on an open lock file; closing the file releases it."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 def acquire_lock(home: str):
     """The home's lock, held by the OS: a crashed run never blocks the next one."""
+    path = os.path.join(home, LOCK_FILE)
+    try:
+        import fcntl
+    except ImportError:                  # Windows: filelock's msvcrt lock
+        fcntl = None
+    if fcntl is not None:
+        # filelock's own POSIX lock is this flock; taking it directly spares a no-op
+        # run filelock's imports (about a fifth of its start-up).
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return _FlockLock(fd)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockHeldError("another imgurbox run is using %s; try again when it "
+                                "ends" % home)
+        except OSError:                  # no flock here (some network file systems)
+            os.close(fd)
     from filelock import FileLock, Timeout
-    lock = FileLock(os.path.join(home, LOCK_FILE), timeout=0)
+    lock = FileLock(path, timeout=0)
     try:
         lock.acquire()
     except Timeout:
