@@ -773,11 +773,17 @@ class StateStore:
     def ignore_image(self, album_id: str, image_id: str) -> None:
         self._record({"op": "ignore", "album": album_id, "image_id": image_id})
 
-    def add_pending(self, record: dict) -> dict:
+    def add_pending(self, record: dict, durable: bool = True) -> dict:
+        """Record an operation before its request; durable=False leaves the fsync to a
+        sync_journal() call before the request is sent (several uploads, one fsync)."""
         record = dict(record, id="%x-%x" % (time.time_ns(), random.getrandbits(32)),
                       since=time.time())
-        self._record({"op": "pending", "record": record}, durable=True)
+        self._record({"op": "pending", "record": record}, durable=durable)
         return record
+
+    def sync_journal(self) -> None:
+        if self._journal is not None:
+            os.fsync(self._journal.fileno())
 
     def resolve_pending(self, pending_id: str) -> None:
         self._record({"op": "resolved", "id": pending_id})
@@ -2240,14 +2246,23 @@ class Executor:
             thread.start()
         try:
             while reported < len(uploads):
-                while not self.stopping and started < len(uploads) and in_flight < jobs:
+                batch = []
+                while not self.stopping and started < len(uploads) and \
+                        in_flight + len(batch) < jobs:
                     prepared = self._prepare_upload(uploads[started])
                     if isinstance(prepared, dict):
-                        work_queue.put((started, uploads[started], prepared))
-                        in_flight += 1
+                        batch.append((started, uploads[started], prepared))
                     else:
                         results[started] = prepared
                     started += 1
+                if batch:
+                    # One fsync makes the batch's pending records durable before any of
+                    # its uploads is sent (group commit: fsync costs as much as a fast
+                    # upload, so one per upload would double a big first sync).
+                    self.state.sync_journal()
+                    for item in batch:
+                        work_queue.put(item)
+                    in_flight += len(batch)
                 while reported in results:
                     self._finish_upload(uploads[reported], results.pop(reported))
                     reported += 1
@@ -2255,16 +2270,22 @@ class Executor:
                     break
                 if in_flight:
                     try:
-                        index, result = done_queue.get(timeout=0.2)
+                        finished = [done_queue.get(timeout=0.2)]
                     except queue.Empty:
                         continue
-                    in_flight -= 1
-                    self.api.rate.release_upload()
-                    results[index] = result
-                    if isinstance(result, (RateLimitError, AuthError, ServiceDownError)):
-                        # Stop now, not when the result's turn to be reported comes:
-                        # otherwise the next upload would start after a 429.
-                        self.stop_for(result)
+                    while len(finished) < in_flight:  # answers already in: refill at once
+                        try:
+                            finished.append(done_queue.get_nowait())
+                        except queue.Empty:
+                            break
+                    for index, result in finished:
+                        in_flight -= 1
+                        self.api.rate.release_upload()
+                        results[index] = result
+                        if isinstance(result, (RateLimitError, AuthError, ServiceDownError)):
+                            # Stop now, not when the result's turn to be reported comes:
+                            # otherwise the next upload would start after a 429.
+                            self.stop_for(result)
         finally:
             for _ in threads:
                 work_queue.put(None)
@@ -2288,7 +2309,8 @@ class Executor:
             return "not started"
         return self.state.add_pending({"op": "upload", "album": album_id, "name": f.name,
                                        "hash": f.hash, "size": f.size,
-                                       "mtime_ns": f.mtime_ns, "inode": f.inode})
+                                       "mtime_ns": f.mtime_ns, "inode": f.inode},
+                                      durable=False)         # run_uploads syncs it
 
     def _send_upload(self, action: Upload, pending: dict, bar) -> UploadResult:
         """In a worker thread: send, and after an unknown outcome look before resending."""
