@@ -219,30 +219,37 @@ def scenario(home, fake):
                                   ("-", "delete", "A/d.jpg")]
 
 
-def scramble(fake):
-    """Make earlier uploads answer later: completion order is the reverse of plan order."""
+def scramble(fake) -> list:
+    """Make earlier uploads answer later: completion order is the reverse of plan order.
+    Returns the list the names of finished uploads are appended to, in finishing order."""
+    finished = []
+
     def slow_first(phase, request):
-        if phase == "before" and request.method == "POST" and request.path == "/3/image":
-            name = request.value("name") or ""
-            if not name and request.files.get("image"):
-                name = request.files["image"][0] or ""
-            m = re.search(r"n(\d)\.jpg|c\.jpg", name)
-            if m:
-                time.sleep(0.5 - 0.08 * int(m.group(1) or 0) if m.group(1) else 0.6)
+        if request.method != "POST" or request.path != "/3/image":
+            return
+        name = request.value("name") or ""
+        if not name and request.files.get("image"):
+            name = request.files["image"][0] or ""
+        if phase == "after":
+            finished.append(name)
+            return
+        m = re.search(r"n(\d)\.jpg|c\.jpg", name)
+        if m:
+            time.sleep(0.5 - 0.08 * int(m.group(1) or 0) if m.group(1) else 0.6)
     fake.on_request = slow_first
+    return finished
 
 
 @pytest.mark.parametrize("where", ["pty", "piped"])
 def test_action_lines_in_plan_order_under_parallel_uploads(home, fake, where):
     expected = scenario(home, fake)
-    scramble(fake)
+    done = scramble(fake)
     run = run_in_pty if where == "pty" else piped
     result = run(home, "sync", "--jobs", "4")
     fake.on_request = None
     assert result.code == 0, result
     # The uploads did finish out of order ...
-    done = [r.value("name") or r.files.get("image", ("",))[0] for r in uploads(fake)]
-    assert done != sorted(done), done
+    assert len(done) == 6 and done != sorted(done), done
     # ... yet stdout shows the plan's order.
     assert action_lines(result.stdout) == expected, result.stdout
     assert not BAR.search(result.stdout)
