@@ -85,6 +85,7 @@ MIME_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "jpe": "image/jpeg",
 EXTENSION_OF_MIME = {"image/jpeg": "jpg", "image/png": "png", "image/apng": "png",
                      "image/gif": "gif", "image/tiff": "tif", "image/bmp": "bmp"}
 
+IS_WINDOWS = os.name == "nt"
 COARSE_MTIME_NS = 2_000_000_000      # files this close to the last scan are re-hashed
 HASH_CHUNK = 1024 * 1024
 
@@ -97,6 +98,10 @@ READ_TIMEOUT = 60.0
 MAX_TRIES = 4
 MAX_BACKOFF_TOTAL = 30.0
 MAX_FAILED_REQUESTS_IN_A_ROW = 3
+# A saved window that resets within this many seconds is taken as reset: an hourly job
+# starts about an hour after the last one's first request, and holding it back for a
+# second's difference would cost it the whole hour.
+RATE_RESTORE_MARGIN = 300
 RATE_WINDOW_TOLERANCE = 60          # seconds: reset times this close are one window
 USER_CREDITS_FLOOR = 10              # no upload starts below this
 CLIENT_CREDITS_RESERVE = 0.10        # keep 10 % of the application's daily credits
@@ -223,8 +228,8 @@ class ParsedAlbums:
     bom: bool
 
 
-@dataclasses.dataclass
-class ScannedFile:
+class ScannedFile(NamedTuple):
+    """One eligible file as found by this run's scan."""
     name: str
     path: str
     size: int
@@ -243,6 +248,7 @@ class FolderScan:
     skipped_names: list = dataclasses.field(default_factory=list)
     unreadable: list = dataclasses.field(default_factory=list)  # (name, reason)
     rehashed: int = 0
+    trusted: int = 0                   # files whose stat data matched the state
     stat_changed: bool = False         # some file's stat data differs from the state
 
 
@@ -574,6 +580,16 @@ def write_atomically(path: str, data: bytes, mode: int | None = None) -> None:
         raise
 
 
+# Tests run Imgur's clock fast (an hour of rate limit passes in a moment); this offset
+# puts imgurbox on the same clock. Zero in real use.
+CLOCK_OFFSET = float(os.environ.get("IMGURBOX_CLOCK_OFFSET") or 0)
+
+
+def imgur_time() -> float:
+    """Now, on the clock Imgur's datetimes and reset times are measured by."""
+    return time.time() + CLOCK_OFFSET
+
+
 def iso_now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
@@ -597,6 +613,7 @@ class StateStore:
         self.albums: dict[str, AlbumState] = {}
         self.pending: list[dict] = []
         self.refused: dict[str, dict] = {}
+        self.rate: dict = {}               # the last rate-limit view (RateView.snapshot)
         self.dirty = False
         self._journal = None
         self._journal_has_lines = False
@@ -630,10 +647,11 @@ class StateStore:
         self.scanned_at_ns = int(data.get("scanned_at_ns", 0))
         for album_id, album in data["albums"].items():
             fields = {k: v for k, v in album.items() if k not in ("files",)}
-            files = {row[0]: FileRecord(*row[1:]) for row in album["files"]}
+            files = {row[0]: FileRecord._make(row[1:]) for row in album["files"]}
             self.albums[album_id] = AlbumState(album_id=album_id, files=files, **fields)
         self.pending = list(data.get("pending", []))
         self.refused = dict(data.get("refused", {}))
+        self.rate = dict(data.get("rate", {}))
 
     def _replay_journal(self) -> None:
         try:
@@ -666,7 +684,8 @@ class StateStore:
             albums[album_id] = fields
         return {"version": STATE_VERSION, "generation": self.generation,
                 "scanned_at_ns": self.scanned_at_ns, "file_fields": list(FILE_FIELDS),
-                "albums": albums, "pending": self.pending, "refused": self.refused}
+                "albums": albums, "pending": self.pending, "refused": self.refused,
+                "rate": self.rate}
 
     # -- saving -----------------------------------------------------------------
 
@@ -777,7 +796,7 @@ class StateStore:
         """Record an operation before its request; durable=False leaves the fsync to a
         sync_journal() call before the request is sent (several uploads, one fsync)."""
         record = dict(record, id="%x-%x" % (time.time_ns(), random.getrandbits(32)),
-                      since=time.time())
+                      since=imgur_time())
         self._record({"op": "pending", "record": record}, durable=durable)
         return record
 
@@ -962,12 +981,25 @@ def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool =
     except OSError as e:
         scan.error = "cannot list the folder: %s" % (e.strerror or e)
         return scan
-    for entry in sorted(entries, key=lambda e: e.name):
+    # Files modified before this are trusted on their stat data; later ones may have
+    # changed within the file system's clock resolution and are read again.
+    trust_before = scanned_at_ns - COARSE_MTIME_NS if scanned_at_ns else 1 << 62
+    for entry in entries:
         name = entry.name
         try:
             st = entry.stat()                            # follows symbolic links
         except OSError as e:
             scan.unreadable.append((name, e.strerror or str(e)))
+            continue
+        record = known.get(name)
+        if (record is not None and not rehash_all and record.size == st.st_size
+                and record.mtime_ns == st.st_mtime_ns and record.inode == st.st_ino
+                and st.st_mtime_ns < trust_before and not (IS_WINDOWS and _is_hidden(name, st))):
+            # The fast path of a no-op run: the file we hashed before, unread and
+            # unchecked (its name passed every check when it was first synced).
+            scan.files[name] = ScannedFile(name, entry.path, st.st_size, st.st_mtime_ns,
+                                           st.st_ino, record.hash)
+            scan.trusted += 1
             continue
         if not stat.S_ISREG(st.st_mode):
             if stat.S_ISDIR(st.st_mode):
@@ -986,12 +1018,10 @@ def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool =
             scan.skipped["too large"] += 1
             scan.skipped_names.append(name)
             continue
-        record = known.get(name)
         same_stat = (record is not None and record.size == st.st_size
                      and record.mtime_ns == st.st_mtime_ns and record.inode == st.st_ino)
         content = record.hash if same_stat else None
-        near_last_scan = scanned_at_ns and st.st_mtime_ns >= scanned_at_ns - COARSE_MTIME_NS
-        if content is None or rehash_all or near_last_scan:
+        if content is None or rehash_all or st.st_mtime_ns >= trust_before:
             try:
                 content = content_hash(entry.path, extension)
             except OSError as e:
@@ -1006,6 +1036,8 @@ def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool =
             scan.stat_changed = True
         scan.files[name] = ScannedFile(name, entry.path, st.st_size, st.st_mtime_ns,
                                        st.st_ino, content)
+    scan.skipped_names.sort()
+    scan.unreadable.sort()
     return scan
 
 
@@ -1135,11 +1167,7 @@ def plan_sync(targets: list, scans: dict, state: StateStore, remote: dict,
 def _available_targets(targets, scans, state, options, plan) -> list:
     """Targets whose folders can be synced; the rest are reported unavailable."""
     candidates = [t for t in targets if t.mode in ("sync", "create")]
-    all_hashes = collections.Counter()
-    for target in candidates:
-        scan = scans.get(target.folder)
-        if scan is not None:
-            all_hashes.update(f.hash for f in scan.files.values() if f.hash)
+    all_hashes = None                     # every scanned content, once a folder is empty
     available = []
     for target in candidates:
         scan = scans.get(target.folder)
@@ -1157,7 +1185,10 @@ def _available_targets(targets, scans, state, options, plan) -> list:
             continue
         recorded = album.files if album is not None else {}
         if recorded and not scan.files and not scan.unreadable and not options.force:
-            if not any(all_hashes[r.hash] for r in recorded.values()):
+            if all_hashes is None:
+                all_hashes = {f.hash for t in candidates if scans.get(t.folder)
+                              for f in scans[t.folder].files.values() if f.hash}
+            if not any(r.hash in all_hashes for r in recorded.values()):
                 plan.errors.append((target.folder, "unavailable: the folder holds no "
                                     "photo while %d are synced (an unmounted drive?); "
                                     "nothing deleted. Use --force if you emptied it on "
@@ -1174,6 +1205,8 @@ def _differences(targets, scans, state, plan):
         scan = scans[target.folder]
         album = state.albums.get(target.album_id) if target.album_id else None
         recorded = album.files if album is not None else {}
+        if scan.trusted == len(recorded) == len(scan.files):
+            continue                      # every file as recorded: nothing to compare
         for name, record in recorded.items():
             found = scan.files.get(name)
             if found is not None and found.hash in (None, record.hash):
@@ -1600,7 +1633,7 @@ class RateView:
         """Imgur sends epoch seconds, or (answers seen in 2025) seconds from now."""
         if value is None:
             return None
-        return value if value >= 1e9 else time.time() + value
+        return value if value >= 1e9 else imgur_time() + value
 
     def update(self, headers) -> None:
         def number(name):
@@ -1656,6 +1689,28 @@ class RateView:
     def release_upload(self) -> None:
         with self._lock:
             self.in_flight = max(0, self.in_flight - UPLOAD_CREDITS)
+
+    WINDOWS = (("user_remaining", "user_reset"), ("client_remaining", "client_reset"),
+               ("post_remaining", "post_reset"))
+
+    def snapshot(self) -> dict:
+        """The view, for state.json: the next run knows the limits before its first answer."""
+        with self._lock:
+            return {name: getattr(self, name) for name in
+                    ("user_limit", "client_limit") + sum(self.WINDOWS, ())
+                    if getattr(self, name) is not None}
+
+    def restore(self, saved: dict) -> None:
+        """Take a saved view, keeping only the windows that have not reset since."""
+        with self._lock:
+            now = imgur_time()
+            self.user_limit = saved.get("user_limit")
+            self.client_limit = saved.get("client_limit")
+            for remaining, reset in self.WINDOWS:
+                if saved.get(reset) and saved[reset] > now + RATE_RESTORE_MARGIN \
+                        and saved.get(remaining) is not None:
+                    setattr(self, remaining, saved[remaining])
+                    setattr(self, reset, saved[reset])
 
     def reset_at(self) -> float | None:
         candidates = [self.user_reset, self.post_reset]
@@ -2671,6 +2726,7 @@ class SyncRun:
                 raise AuthError("imgurbox is not authorized yet: run `python3 imgurbox.py "
                                 "auth` (nothing was changed)")
         self.api = Api(api_base_url(), credentials, self.log, self.out)
+        self.api.rate.restore(state.rate)
         return make_client(self.api)
 
     def resolve_pending(self, client, state: StateStore) -> None:
@@ -2776,6 +2832,11 @@ class SyncRun:
 
     def finish_state(self, state: StateStore, plan: Plan, scans: dict,
                      scan_started_ns: int) -> None:
+        if self.api is not None and self.api.requests_sent:
+            snapshot = self.api.rate.snapshot()
+            if snapshot != state.rate:
+                state.rate = snapshot
+                state.dirty = True
         for target in plan.targets:     # a moved folder's album follows it, once titled
             album = state.albums.get(target.album_id or "")
             if target.mode == "sync" and album is not None and target.folder \

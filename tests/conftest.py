@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -99,7 +100,9 @@ class Home:
         """The environment of a run; a value of None in ``overrides`` removes a variable."""
         env = {key: value for key, value in os.environ.items()
                if not key.startswith(('IMGUR_', 'IMGURBOX_'))}
-        env.update(RUN_ENV, IMGUR_API_URL=self.fake.url)
+        # The fake's clock may run ahead (fake.advance): imgurbox reads it the same way.
+        env.update(RUN_ENV, IMGUR_API_URL=self.fake.url,
+                   IMGURBOX_CLOCK_OFFSET=repr(self.fake.now() - time.time()))
         for key, value in (overrides or {}).items():
             if value is None:
                 env.pop(key, None)

@@ -325,9 +325,6 @@ def test_credit_reserve_keeps_10_percent_of_the_client_credits(home, fake):
     assert_mirror_partial(fake, 18)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "imgurbox does not remember the last rate-limit headers across runs: a new run "
-    "starts up to --jobs uploads before its first answer, inside the reserve"))
 def test_credit_reserve_already_reached_starts_no_upload(home, fake):
     """A run that finds the application's credits under the 10 % reserve starts no
     upload (the previous run's answers said so), and exits 4."""
