@@ -2068,6 +2068,7 @@ class Executor:
         self.failed_keys = set()                # album keys whose creation failed
         self.announced = set()                  # album IDs whose link was printed
         self.downloads_left = collections.Counter()     # album ID -> downloads to do
+        self.pending_of = {}                    # id(Upload) -> its pending record
         self.stopping = False
 
     # -- helpers -------------------------------------------------------------------
@@ -2362,10 +2363,12 @@ class Executor:
         if blocked:
             self.stop_for(RateLimitError(blocked, self.api.rate.reset_at()))
             return "not started"
-        return self.state.add_pending({"op": "upload", "album": album_id, "name": f.name,
-                                       "hash": f.hash, "size": f.size,
-                                       "mtime_ns": f.mtime_ns, "inode": f.inode},
-                                      durable=False)         # run_uploads syncs it
+        pending = self.state.add_pending({"op": "upload", "album": album_id, "name": f.name,
+                                          "hash": f.hash, "size": f.size,
+                                          "mtime_ns": f.mtime_ns, "inode": f.inode},
+                                         durable=False)      # run_uploads syncs it
+        self.pending_of[id(action)] = pending
+        return pending
 
     def _send_upload(self, action: Upload, pending: dict, bar) -> UploadResult:
         """In a worker thread: send, and after an unknown outcome look before resending."""
@@ -2379,7 +2382,7 @@ class Executor:
                 answer = self.client.upload_file(action.file.path, pending["album"],
                                                  action.file.name, on_bytes)
                 return UploadResult(str(answer["id"]))
-            except AuthError as e:
+            except (AuthError, RateLimitError) as e:
                 e.not_sent = attempt == 0               # refused outright: nothing pending
                 raise
             except OutcomeUnknown:
@@ -2394,6 +2397,7 @@ class Executor:
         """In the main thread, in plan order: record, print, log."""
         f = action.file
         where = self.where(action.album, f.name)
+        pending = self.pending_of.pop(id(action), None)
         if result is None or result == "not started":
             return
         if result in ("vanished", "changed"):
@@ -2403,20 +2407,16 @@ class Executor:
             return
         if isinstance(result, (RateLimitError, AuthError, ServiceDownError)):
             self.stop_for(result)
-            if getattr(result, "not_sent", False):
-                for p in list(self.state.pending):
-                    if p.get("op") == "upload" and p["name"] == f.name and p["hash"] == f.hash:
-                        self.state.resolve_pending(p["id"])
+            if pending and getattr(result, "not_sent", False):
+                self.state.resolve_pending(pending["id"])   # not performed: nothing to check
             return
         if isinstance(result, (Interrupted, KeyboardInterrupt)):
             raise result
-        pending = [p for p in self.state.pending if p.get("op") == "upload"
-                   and p["name"] == f.name and p["hash"] == f.hash]
         if isinstance(result, RequestRefused):
             if result.status == 400:
                 self.state.set_refused(f.hash, {"name": f.name, "message": str(result)})
-                for p in pending:
-                    self.state.resolve_pending(p["id"])
+                if pending:
+                    self.state.resolve_pending(pending["id"])
                 self.fail("%s: Imgur refused the file (%s); it is retried once it changes"
                           % (where, result))
             else:
@@ -2436,8 +2436,8 @@ class Executor:
             self.state.ignore_image(album_id, extra)
             self.fail("%s: Imgur holds another copy, image %s; adopted the oldest, left "
                       "this one alone" % (where, extra))
-        for p in pending:
-            self.state.resolve_pending(p["id"])
+        if pending:
+            self.state.resolve_pending(pending["id"])
         if action.replaces:
             self.done("~", "replace", where, "replaced", album_id)
         elif action.repair:
