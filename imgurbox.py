@@ -1324,7 +1324,7 @@ def _link_actions(target: Target, remote: RemoteAlbum, scan, plan) -> list:
         else:
             actions.append(Download(remote.album_id, folder=target.folder, image=image))
     if remote.owned:
-        for name, found in sorted(local.items()):
+        for _, found in sorted(local.items()):
             if found.hash is not None:
                 actions.append(Upload(remote.album_id, file=found))
     return actions
@@ -2643,6 +2643,7 @@ class SyncRun:
         self.tally = Tally()
         self.started = time.monotonic()
         self.api = None
+        self._download_folders = {}             # album ID -> folder chosen this run
 
     def run(self) -> int:
         state = StateStore.load(self.home, writable=not self.options.dry_run)
@@ -2660,7 +2661,6 @@ class SyncRun:
         plan_options = PlanOptions(self.options.force, self.options.max_delete,
                                    self.options.verify)
         plan = plan_sync(targets, scans, state, {}, plan_options)
-        executor = None
         try:
             if plan.requests or plan.needs_remote or state.pending:
                 client = self.connect(state)
@@ -2681,17 +2681,15 @@ class SyncRun:
             executor = Executor(self.home, state, self.api, client, self.out, self.log,
                                 self.options, self.tally, folders)
             executor.run(plan.actions)
-        except (RateLimitError, ServiceDownError) as e:
-            self.tally.stopped = None
-            if isinstance(e, RateLimitError):
-                self.tally.rate_limit = e
-            else:
-                self.tally.stopped = e
+        except RateLimitError as e:              # before the executor ran (pending checks)
+            self.tally.rate_limit = e
+        except ServiceDownError as e:
+            self.tally.stopped = e
         finally:
             if not self.options.dry_run:
                 self.finish_state(state, plan, scans, scan_started_ns)
         if not self.options.dry_run:
-            self.rewrite_albums(albums_bytes, parsed, targets, state, executor)
+            self.rewrite_albums(albums_bytes, parsed, targets, state)
         return self.summarize(state, scans)
 
     def _restore_download_folder(self, target: Target, remote: dict) -> None:
@@ -2702,8 +2700,7 @@ class SyncRun:
         target.folder = self.download_folder(album)
 
     def download_folder(self, album: RemoteAlbum) -> str:
-        if not hasattr(self, "_download_folders"):
-            self._download_folders = {}
+        """Its title, or its ID if untitled; `Title (ID)` if that folder exists."""
         if album.album_id not in self._download_folders:
             title = safe_folder_name(album.title) or album.album_id
             folder = os.path.join(self.home, title)
@@ -2882,7 +2879,7 @@ class SyncRun:
         state.save()
 
     def rewrite_albums(self, original: bytes, parsed: ParsedAlbums, targets: list,
-                       state: StateStore, executor) -> None:
+                       state: StateStore) -> None:
         """Write `PATH -> https://imgur.com/a/ID` for lines now linked to an album."""
         new_texts = {}
         by_folder = {folder_key(a.folder): album_id for album_id, a in state.albums.items()}
