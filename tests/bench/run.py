@@ -45,7 +45,7 @@ REPO = TESTS.parent
 IMGURBOX = REPO / "imgurbox.py"
 sys.path.insert(0, str(TESTS))
 
-import fake_imgur  # noqa: E402
+from test_performance import kind, uploads  # noqa: E402  (one vocabulary for requests)
 from fake_imgur import FakeImgur  # noqa: E402
 from imagefiles import gif, jpeg, png, seed_bytes  # noqa: E402
 
@@ -53,7 +53,6 @@ PY = sys.executable
 UNLIMITED = dict(user_limit=10**9, client_limit=10**9, post_limit=10**9)
 DAY_AGO_NS = time.time_ns() - 86_400 * 10**9
 ALBUM_URL = re.compile(r"-> https://imgur\.com/a/([A-Za-z0-9]+)")
-ID = r"[A-Za-z0-9]+"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -127,25 +126,6 @@ def timed(argv, env=None, **kw) -> float:
     return elapsed
 
 
-def kind(req) -> str:
-    path = req.path
-    if req.method == "POST" and path in ("/3/image", "/3/upload"):
-        return "upload"
-    if req.method == "DELETE" and re.fullmatch(rf"/3/image/{ID}", path):
-        return "delete"
-    if req.method == "POST" and path == "/3/album":
-        return "create album"
-    if re.fullmatch(rf"/3/album/{ID}/add", path):
-        return "album add"
-    if re.fullmatch(rf"/3/album/{ID}/remove_images", path):
-        return "album remove"
-    if path.startswith("/oauth2/"):
-        return "token"
-    return f"{req.method} {path}"
-
-
-def uploads(fake) -> list:
-    return [r for r in fake.api_requests() if kind(r) == "upload"]
 
 
 def sized_jpeg(seed, size: int) -> bytes:
