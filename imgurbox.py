@@ -1561,7 +1561,7 @@ class Credentials:
             register_secret(self.values.get(key))
 
     @classmethod
-    def load(cls, home: str, out: Output | None = None) -> "Credentials":
+    def load(cls, home: str, out: Output | None = None, fix_mode: bool = True) -> "Credentials":
         """The stored credentials, with IMGUR_CLIENT_ID/SECRET from the environment first."""
         path = os.path.join(home, CREDENTIALS_FILE)
         values = {}
@@ -1582,10 +1582,10 @@ class Credentials:
                 values[key] = os.environ[env]
         credentials = cls(path, values)
         if values and out is not None:
-            credentials._check_permissions(out)
+            credentials._check_permissions(out, fix_mode)
         return credentials
 
-    def _check_permissions(self, out: Output) -> None:
+    def _check_permissions(self, out: Output, fix_mode: bool) -> None:
         if os.name != "posix":
             return
         try:
@@ -1593,7 +1593,7 @@ class Credentials:
         except OSError:
             return
         if st.st_mode & 0o077:
-            if st.st_uid == os.getuid():
+            if fix_mode and st.st_uid == os.getuid():
                 os.chmod(self.path, 0o600)
                 out.warn("%s was readable by others; its mode is now 0600" % self.path)
             else:
@@ -2712,7 +2712,8 @@ class SyncRun:
     # -- the network side ----------------------------------------------------------
 
     def connect(self, state: StateStore):
-        credentials = Credentials.load(self.home, self.out)
+        # --dry-run changes nothing, not even a file's mode: it only warns.
+        credentials = Credentials.load(self.home, self.out, fix_mode=not self.options.dry_run)
         if not credentials.usable:
             if stdin_is_terminal() and not self.options.dry_run:
                 answer = prompt("No Imgur authorization yet. Run `imgurbox.py auth` now? [Y/n] ")

@@ -33,9 +33,6 @@ AUTHORIZE_URL = re.compile(r"(http://127\.0\.0\.1:\d+/oauth2/authorize\?\S+)")
 # --------------------------------------------------------------------------- secret scan
 
 # Every (test, what, text) scanned so far, for the final all-scenario scan.
-SCANNED: list = []
-
-
 def secrets_of(fake, extra=()) -> set:
     """Every token the fake ever issued, every client secret, and ``extra``."""
     with fake._lock:
@@ -60,9 +57,7 @@ def scan(home, fake, result=None, transcript=None, extra=()) -> None:
     """Assert that no secret and no traceback shows in what a run wrote."""
     secrets = secrets_of(fake, extra)
     texts = outputs_of(home, result, transcript)
-    test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
     for what, text in texts.items():
-        SCANNED.append((test, what, text, frozenset(secrets)))
         leaked = [s for s in secrets if s in text]
         assert not leaked, f"{what} shows a secret ({len(leaked)} of them):\n{text}"
         assert "Traceback" not in text, f"{what} shows a traceback:\n{text}"
@@ -638,6 +633,18 @@ def test_readable_credentials_get_a_warning_and_0600(home, fake, loose):
     scan(home, fake, result)
 
 
+def test_dry_run_warns_of_readable_credentials_but_changes_nothing(home, fake):
+    home.write_credentials()
+    os.chmod(home.path / "credentials.json", 0o644)
+    home.folder("Trip", {"a.jpg": jpeg(1)})
+    home.write_albums(f"{home.photos / 'Trip'}\n")
+    result = home.run("sync", "--dry-run")
+    assert result.code == 0, result
+    assert re.search(r"(?i)warning.*credentials\.json", result.stderr), result.stderr
+    assert mode(home.path / "credentials.json") == 0o644      # SPEC §7: no write
+    scan(home, fake, result)
+
+
 def test_log_records_operations_but_no_secret(home, fake):
     synced_home(home, fake)
     fake.expire_access_tokens()
@@ -647,18 +654,3 @@ def test_log_records_operations_but_no_secret(home, fake):
     log = (home.path / "log.txt").read_text(encoding="utf-8")
     assert "refresh" in log
     scan(home, fake, result)
-
-
-# --------------------------------------------------------------------------- every scenario, once more
-
-def test_zz_no_secret_in_any_output_of_any_scenario():
-    """Runs last in this file: every text every test above scanned, scanned again
-    against the union of all secrets seen (a token of one test never shows in another)."""
-    if not SCANNED:
-        pytest.skip("run together with the scenarios above")
-    every_secret = frozenset().union(*(secrets for *_, secrets in SCANNED))
-    tests = {test for test, *_ in SCANNED}
-    assert len(tests) >= 10, sorted(tests)
-    for test, what, text, _ in SCANNED:
-        leaked = [s for s in every_secret if s in text]
-        assert not leaked, f"{test}: {what} shows a secret"
