@@ -368,10 +368,7 @@ def imgurbox_module():
 
 @pytest.fixture
 def parse(imgurbox_module):
-    fn = getattr(imgurbox_module, "parse_albums_txt", None)
-    if fn is None:
-        pytest.skip("imgurbox.py has no parse_albums_txt")
-    return fn
+    return imgurbox_module.parse_albums_txt
 
 
 def win(parse, data: bytes, exists=lambda p: True, state_folders=()):
