@@ -259,6 +259,7 @@ class RemoteImage:
     link: str
     datetime: int
     mime: str | None
+    size: int = 0
 
 
 @dataclasses.dataclass
@@ -1807,6 +1808,10 @@ class Api:
         OutcomeUnknown: the caller looks before sending it again.
         """
         url = self.base_url + "3/" + route
+        if not anon and not self.credentials["access_token"] and self.credentials["refresh_token"]:
+            # No access token yet (credentials brought by hand): a Client-ID upload would
+            # be anonymous, outside every album, so get a user token first.
+            self.refresh(None)
         refreshed, attempt, waited, last_problem = False, 0, 0.0, ""
         while True:
             headers, token_used = self._auth_header(anon)
@@ -1863,7 +1868,7 @@ class Api:
     def refresh(self, token_used: str | None) -> None:
         """Exchange the refresh token for a new access token; save the answer at once."""
         with self._token_lock:
-            if token_used is not None and self.credentials["access_token"] != token_used:
+            if self.credentials["access_token"] != token_used:
                 return                               # another worker refreshed already
             if getattr(self, "_refresh_refused", None):
                 raise AuthError(self._refresh_refused)   # refused once: never asked again
@@ -2009,7 +2014,8 @@ def make_client(api: Api):
 
 def _remote_image(data: dict) -> RemoteImage:
     return RemoteImage(str(data.get("id")), data.get("name") or None, data.get("link") or "",
-                       int(data.get("datetime") or 0), data.get("type"))
+                       int(data.get("datetime") or 0), data.get("type"),
+                       int(data.get("size") or 0))
 
 
 ###############################################################################
@@ -2069,6 +2075,7 @@ class Executor:
         self.announced = set()                  # album IDs whose link was printed
         self.downloads_left = collections.Counter()     # album ID -> downloads to do
         self.pending_of = {}                    # id(Upload) -> its pending record
+        self.download_bar = _NoProgress()
         self.stopping = False
 
     # -- helpers -------------------------------------------------------------------
@@ -2114,8 +2121,18 @@ class Executor:
     # -- the plan ------------------------------------------------------------------
 
     def run(self, actions: list) -> None:
-        self.downloads_left = collections.Counter(a.album for a in actions
-                                                  if isinstance(a, Download))
+        downloads = [a for a in actions if isinstance(a, Download)]
+        self.downloads_left = collections.Counter(a.album for a in downloads)
+        # One bar for all downloads, in bytes (Imgur's sizes are those it serves).
+        total = sum(a.image.size for a in downloads)
+        self.download_bar = self.out.progress(total or (None if downloads else 0),
+                                              "download", unit="B")
+        try:
+            self._run(actions)
+        finally:
+            self.download_bar.close()
+
+    def _run(self, actions: list) -> None:
         index = 0
         while index < len(actions) and not self.stopping:
             action = actions[index]
@@ -2239,10 +2256,9 @@ class Executor:
             self.state.set_album(action.album, incomplete=True)
         name = safe_file_name(image.name, image.image_id, image.mime)
         tmp_path = os.path.join(folder, ".imgurbox-%s.part" % image.image_id)
-        bar = self.out.progress(1, "download", unit="file")
         try:
             with open(tmp_path, "wb") as f:
-                final_url = self.api.download(image.link, f, lambda n: None)
+                final_url = self.api.download(image.link, f, self.download_bar.update)
                 f.flush()
                 os.fsync(f.fileno())
             if final_url.rstrip("/").endswith("removed.png"):
@@ -2254,7 +2270,6 @@ class Executor:
                 return
             path = place_download(tmp_path, folder, name)
         finally:
-            bar.close()
             if os.path.exists(tmp_path):
                 os.unlink(tmp_path)
         st = os.stat(path)

@@ -654,3 +654,22 @@ def test_log_records_operations_but_no_secret(home, fake):
     log = (home.path / "log.txt").read_text(encoding="utf-8")
     assert "refresh" in log
     scan(home, fake, result)
+
+
+def test_credentials_without_an_access_token_refresh_before_uploading(home, fake):
+    """A credentials.json brought by hand may hold only the refresh token: imgurbox must
+    get a user token first, or a Client-ID upload would land outside every album."""
+    creds = fake.credentials()
+    del creds["access_token"]
+    home.write_credentials(creds)
+    home.folder("Trip", {"a.jpg": jpeg(1), "b.jpg": jpeg(2)})
+    home.write_albums(f"{home.photos / 'Trip'}\n")
+    result = home.run("sync", "--jobs", "4")
+    assert result.code == 0, result
+    assert len(token_requests(fake)) == 1
+    assert all(r.auth == "bearer" for r in fake.api_requests() if r.path.startswith("/3/"))
+    saved = json.loads((home.path / "credentials.json").read_text())
+    assert saved.get("access_token")
+    (album_id,) = fake.albums
+    assert sorted(fake.images[i].name for i in fake.album_image_ids(album_id)) == ["a.jpg", "b.jpg"]
+    scan(home, fake, result)

@@ -161,6 +161,19 @@ def test_hashing_has_a_progress_bar_on_a_terminal(home, fake):
     assert re.search(r"hash", result.stderr), repr(result.stderr)
 
 
+def test_downloads_have_a_byte_progress_bar_on_a_terminal(home, fake):
+    home.write_credentials()
+    images = [fake.create_image("alice", jpeg(300 + i), name=f"r{i}.jpg") for i in range(3)]
+    album = fake.create_album("alice", "Remote", image_ids=images)
+    home.write_albums(f"{album}\n")
+    fake.latency = 0.05
+    result = run_in_pty(home, "sync")
+    assert result.code == 0, result
+    assert "download" in result.stderr and re.search(r"B/s", result.stderr), repr(result.stderr)
+    assert len(re.findall(r"(?m)^(?:\x1b\[[0-9;]*m)?<(?:\x1b\[0m)? download ",
+                          result.stdout)) == 3, result.stdout
+
+
 def test_piped_output_has_no_progress_and_no_colour(home, fake):
     new_home(home, files=4)
     result = piped(home, "sync")
