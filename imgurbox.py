@@ -1469,7 +1469,7 @@ class Output:
     def __init__(self, verbosity: int, log: Log | None):
         self.verbosity = verbosity                  # -1 quiet, 0 normal, 1 verbose
         self.log = log
-        no_color = bool(os.environ.get("NO_COLOR"))
+        no_color = bool(os.environ.get("NO_COLOR")) or not _ansi_terminal()
         self.color_out = _isatty(sys.stdout) and not no_color
         self.color_err = _isatty(sys.stderr) and not no_color
         self.progress_enabled = _isatty(sys.stderr) and verbosity >= 0
@@ -1532,6 +1532,27 @@ class _NoProgress:
 
     def set_postfix_str(self, *args, **kwargs):
         pass
+
+
+def _ansi_terminal() -> bool:
+    """Whether colour codes will show as colour: always off Windows; on Windows, once
+    the console's VT mode is on (Windows 10 and later; older consoles get no colour)."""
+    if not IS_WINDOWS:
+        return True
+    try:
+        import ctypes
+        kernel32 = ctypes.windll.kernel32
+        enable_vt = 0x0004                          # ENABLE_VIRTUAL_TERMINAL_PROCESSING
+        for handle_id in (-11, -12):                # standard output, standard error
+            handle = kernel32.GetStdHandle(handle_id)
+            mode = ctypes.c_uint32()
+            if not kernel32.GetConsoleMode(handle, ctypes.byref(mode)):
+                continue                            # not a console (piped)
+            if not kernel32.SetConsoleMode(handle, mode.value | enable_vt):
+                return False
+        return True
+    except (AttributeError, OSError):
+        return False
 
 
 def _isatty(stream) -> bool:
