@@ -1535,8 +1535,8 @@ class _NoProgress:
 
 
 def _ansi_terminal() -> bool:
-    """Whether colour codes will show as colour: always off Windows; on Windows, once
-    the console's VT mode is on (Windows 10 and later; older consoles get no colour)."""
+    """Whether colour codes will show as colour: yes outside Windows; on Windows only
+    once the console's VT mode is on (Windows 10 and later; older consoles get none)."""
     if not IS_WINDOWS:
         return True
     try:
