@@ -3190,18 +3190,22 @@ def run_status(home: str, out: Output) -> int:
                                         "  (download-only)" if album and album.download_only else ""))
         todo = collections.Counter()
         for action in plan.actions:
-            if action.album == target.key or getattr(action, "source", None) == target.album_id:
+            moved_out = isinstance(action, Move) and target.album_id is not None \
+                and action.source == target.album_id
+            if action.album == target.key or moved_out:
                 todo[action.verb] += len(action.items) if isinstance(action, Move) else 1
-        for held in plan.held:
-            if held.album == target.key:
-                todo["held: " + held.reason.split(":")[0]] += len(held.actions)
-        for folder, message in plan.errors:
-            if folder == target.folder:
-                todo[message] += 1
         print("  to do: %s" % (", ".join("%d %s" % (n, verb) for verb, n in sorted(todo.items()))
                                if todo else "nothing"))
+        for held in plan.held:
+            if held.album == target.key:
+                print("  held back: %s" % held.reason)
+        for folder, message in plan.errors:
+            if folder == target.folder:
+                print("  %s" % message)
         if scan is not None and scan.skipped:
             print("  skipped: %s" % ", ".join("%d %s" % (n, e) for e, n in sorted(scan.skipped.items())))
+            for name in scan.skipped_names:
+                print("    %s" % name)
         if album is not None:
             last = max(filter(None, [album.last_sync, None if album.last_error else last_ok]),
                        default=None)
@@ -3345,8 +3349,16 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError("%s (see `imgurbox.py --help`)" % message)
 
 
+SYNC_ONLY_OPTIONS = ("dry_run", "verify", "rehash", "max_delete", "force", "jobs")
+
+
 def parse_args(argv: list) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
+    if args.command in ("auth", "status"):
+        given = [name for name in SYNC_ONLY_OPTIONS if hasattr(args, name)]
+        if given:
+            raise UsageError("--%s is an option of sync, not of %s (see `imgurbox.py --help`)"
+                             % (given[0].replace("_", "-"), args.command))
     defaults = dict(home=None, verbose=False, quiet=False, dry_run=False, verify=False,
                     rehash=False, max_delete=None, force=False, jobs=4)
     for key, value in defaults.items():

@@ -62,8 +62,8 @@ class Killer:
                 request.kill_index = self.count
         if phase == self.phase and getattr(request, "kill_index", None) == self.index:
             self.started.wait(10)
+            self.killed_at = request          # before the kill: the test reads it after
             os.kill(self.pid, signal.SIGKILL)
-            self.killed_at = request
             return "drop"
         return None
 

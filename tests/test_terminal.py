@@ -513,3 +513,30 @@ def test_bad_flag_gives_one_line_and_exit_2(home, fake, args):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert fake.requests == []
+
+
+@pytest.mark.parametrize("args", [("--verify", "status"), ("status", "--dry-run"),
+                                  ("auth", "--jobs", "2")])
+def test_sync_options_with_another_command_are_refused(home, fake, args):
+    result = piped(home, *args)
+    assert result.code == 2, result
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    option = next(a for a in args if a.startswith("--"))
+    assert option in result.stderr, result.stderr
+
+
+def test_status_counts_each_folders_own_changes_and_lists_skipped_files(home, fake):
+    home.write_credentials()
+    cats = home.folder("Cats", {"a.jpg": jpeg(1), "b.jpg": jpeg(2), "c.jpg": jpeg(3)})
+    home.write_albums(f"{cats}\n")
+    assert home.run("sync").code == 0
+    dogs = home.folder("Dogs", {"d.jpg": jpeg(4), "IMG_1.HEIC": b"heic"})
+    (cats / "a.jpg").unlink()
+    (cats / "b.jpg").write_bytes(jpeg(22))
+    home.write_albums(f"{cats}\n{dogs}\n")
+    result = status_of(home, fake)
+    assert result.code == 0, result
+    cats_block, dogs_block = result.stdout.split(str(dogs))
+    assert "to do: 1 delete, 1 replace" in cats_block, result.stdout
+    assert "to do: 1 create album, 1 upload" in dogs_block, result.stdout
+    assert "skipped: 1 .heic" in dogs_block and "IMG_1.HEIC" in dogs_block, result.stdout
