@@ -37,6 +37,7 @@ import struct
 import sys
 import threading
 import time
+import unicodedata
 import urllib.parse
 from typing import Callable, NamedTuple
 
@@ -108,7 +109,8 @@ CLIENT_CREDITS_RESERVE = 0.10        # keep 10 % of the application's daily cred
 PENDING_CLOCK_SLACK = 120            # seconds: remote clocks and our clock disagree
 TAKEOVER_MATCH = 0.90
 DELETE_GUARD_MIN_FILES = 4
-DOWNLOAD_NAME_MAX = 120
+DOWNLOAD_NAME_MAX = 120               # characters of a downloaded file's name
+DOWNLOAD_NAME_MAX_BYTES = 200         # and its UTF-8 bytes (most file systems: 255)
 ALBUMS_PER_PAGE = 50
 
 RE_ALBUM_ID = re.compile(r"[A-Za-z0-9]+\Z")
@@ -271,6 +273,7 @@ class RemoteAlbum:
     owner: str | None = None
     owned: bool = True                 # owned by the account imgurbox acts for
     images: list = dataclasses.field(default_factory=list)      # RemoteImage
+    error: str | None = None           # could not be read this run (not a 404)
 
 
 @dataclasses.dataclass
@@ -461,6 +464,19 @@ def folder_key(path: str, pathmod=os.path) -> str:
         return pathmod.normcase(pathmod.abspath(path))
 
 
+def folder_identity(path: str, pathmod=os.path):
+    """What makes two paths one folder: the device and inode of an existing folder
+    (bind mounts, case-insensitive names), else its normalised real path."""
+    if pathmod is os.path:
+        try:
+            st = os.stat(path)
+            if st.st_ino:                               # 0 where the OS has no inode
+                return ("inode", st.st_dev, st.st_ino)
+        except (OSError, ValueError):
+            pass
+    return folder_key(path, pathmod)
+
+
 def resolve_folder(text: str, base_dir: str, pathmod=os.path) -> str:
     """An albums.txt PATH made absolute: `~` expands, relative means beside albums.txt."""
     path = pathmod.expanduser(text)
@@ -531,7 +547,7 @@ def _duplicate_errors(lines, pathmod):
     errors, by_folder, by_album = [], {}, {}
     for line in lines:
         if line.path:
-            key = folder_key(line.path, pathmod)
+            key = folder_identity(line.path, pathmod)
             if key in by_folder:
                 errors.append((line.number, "same folder as line %d" % by_folder[key]))
             by_folder.setdefault(key, line.number)
@@ -618,6 +634,7 @@ class StateStore:
         self.dirty = False
         self._journal = None
         self._journal_has_lines = False
+        self._lock = threading.RLock()
 
     # -- loading ----------------------------------------------------------------
 
@@ -738,6 +755,10 @@ class StateStore:
         self._journal_has_lines = True
 
     def _apply(self, entry: dict) -> None:
+        with self._lock:        # upload workers read the state (known_image_ids) meanwhile
+            self._apply_unlocked(entry)
+
+    def _apply_unlocked(self, entry: dict) -> None:
         op = entry["op"]
         album = self.albums.get(entry.get("album", ""))
         if op == "album":
@@ -820,6 +841,10 @@ class StateStore:
     # -- queries ------------------------------------------------------------------
 
     def known_image_ids(self) -> set:
+        with self._lock:
+            return self._known_image_ids()
+
+    def _known_image_ids(self) -> set:
         ids = set()
         for album in self.albums.values():
             ids.update(record.image_id for record in album.files.values())
@@ -1066,6 +1091,25 @@ class _New(NamedTuple):
     file: ScannedFile
 
 
+def target_conflicts(targets: list, key_of: Callable[[str], str] = None) -> list:
+    """(line number, message) for lines that, once settled, name one album or folder
+    twice (a bare PATH the state links to album X, and a line naming X, say)."""
+    key_of = key_of or folder_identity
+    errors, by_album, by_folder = [], {}, {}
+    for target in targets:
+        number = target.line.number
+        if target.album_id:
+            if target.album_id in by_album:
+                errors.append((number, "same album as line %d" % by_album[target.album_id]))
+            by_album.setdefault(target.album_id, number)
+        if target.folder:
+            key = key_of(target.folder)
+            if key in by_folder and by_folder[key] != number:
+                errors.append((number, "same folder as line %d" % by_folder[key]))
+            by_folder.setdefault(key, number)
+    return errors
+
+
 def settle_targets(lines: list, state: StateStore, scans: dict,
                    key_of: Callable[[str], str] = folder_key) -> list:
     """Decide which album each listed line syncs with (SPEC §5, continuations and
@@ -1133,7 +1177,7 @@ def plan_sync(targets: list, scans: dict, state: StateStore, remote: dict,
         if wants_listing and target.album_id not in remote:
             plan.needs_remote.add(target.album_id)
 
-    pairable = _available_targets(targets, scans, state, options, plan)
+    pairable = _available_targets(targets, scans, state, options, plan, remote)
     vanished, new = _differences(pairable, scans, state, plan)
     changes = _pair(vanished, new, state, plan)
     album_actions, link_actions = [], []
@@ -1150,6 +1194,7 @@ def plan_sync(targets: list, scans: dict, state: StateStore, remote: dict,
         album = state.albums.get(target.album_id or "")
         scan = scans.get(target.folder)
         if target.mode != "sync" or target.album_id not in remote or album is None \
+                or not remote[target.album_id].found or remote[target.album_id].error \
                 or not (options.verify or album.incomplete) or scan is None or scan.error \
                 or not (id(target) in pairable_ids or album.download_only):
             continue
@@ -1165,10 +1210,10 @@ def plan_sync(targets: list, scans: dict, state: StateStore, remote: dict,
     return plan
 
 
-def _available_targets(targets, scans, state, options, plan) -> list:
+def _available_targets(targets, scans, state, options, plan, remote) -> list:
     """Targets whose folders can be synced; the rest are reported unavailable."""
     candidates = [t for t in targets if t.mode in ("sync", "create")]
-    all_hashes = None                     # every scanned content, once a folder is empty
+    moved_in = None                       # content new to its folder, once a folder is empty
     available = []
     for target in candidates:
         scan = scans.get(target.folder)
@@ -1178,6 +1223,11 @@ def _available_targets(targets, scans, state, options, plan) -> list:
             plan.errors.append((target.folder, "unavailable (%s): nothing deleted or "
                                                "uploaded for it this run" % reason))
             continue
+        problem = _remote_problem(target, remote[target.album_id]) \
+            if target.album_id in remote else None
+        if problem:                                   # --verify found the album gone
+            plan.errors.append((target.folder, problem))
+            continue
         if album is not None and album.download_only:
             if any(_differences([target], scans, state, Plan([]))):
                 plan.notes.append((target.folder, "album %s is another account's "
@@ -1186,10 +1236,11 @@ def _available_targets(targets, scans, state, options, plan) -> list:
             continue
         recorded = album.files if album is not None else {}
         if recorded and not scan.files and not scan.unreadable and not options.force:
-            if all_hashes is None:
-                all_hashes = {f.hash for t in candidates if scans.get(t.folder)
-                              for f in scans[t.folder].files.values() if f.hash}
-            if not any(r.hash in all_hashes for r in recorded.values()):
+            if moved_in is None:
+                moved_in = _new_content(candidates, scans, state)
+            # Only content that turned up as *new* elsewhere says "moved": a copy synced
+            # in another folder all along says nothing about this one.
+            if not any(r.hash in moved_in for r in recorded.values()):
                 plan.errors.append((target.folder, "unavailable: the folder holds no "
                                     "photo while %d are synced (an unmounted drive?); "
                                     "nothing deleted. Use --force if you emptied it on "
@@ -1197,6 +1248,22 @@ def _available_targets(targets, scans, state, options, plan) -> list:
                 continue
         available.append(target)
     return available
+
+
+def _new_content(targets, scans, state) -> set:
+    """Hashes of scanned files that their folder's album does not record under that name."""
+    content = set()
+    for target in targets:
+        scan = scans.get(target.folder)
+        album = state.albums.get(target.album_id) if target.album_id else None
+        recorded = album.files if album is not None else {}
+        if scan is None:
+            continue
+        for name, found in scan.files.items():
+            record = recorded.get(name)
+            if found.hash and (record is None or record.hash != found.hash):
+                content.add(found.hash)
+    return content
 
 
 def _differences(targets, scans, state, plan):
@@ -1303,23 +1370,34 @@ class LinkAlbum(Action):
     symbol, verb = "*", "link album"
 
 
+def _remote_problem(target: Target, remote: RemoteAlbum) -> str | None:
+    """Why an album Imgur was asked about cannot be synced this run, if it cannot."""
+    if remote.error:
+        return "album %s could not be read from Imgur (%s); skipped this run" % (
+            remote.album_id, remote.error)
+    if remote.found:
+        return None
+    if target.mode in ("link", "sync"):
+        return ("album %s was not found on Imgur: remove ' -> ...' from line %d of "
+                "albums.txt to have a new album created for this folder"
+                % (remote.album_id, target.line.number))
+    return "album %s (line %d) was not found on Imgur" % (remote.album_id, target.line.number)
+
+
 def _link_actions(target: Target, remote: RemoteAlbum, scan, plan) -> list:
     """First link of a folder to an existing album: adopt images whose name matches a
     local file, download the remote-only ones, upload the local-only ones. No deletes."""
-    if not remote.found:
-        plan.errors.append((target.folder or target.album_id, (
-            "album %s was not found on Imgur: remove ' -> ...' from line %d of albums.txt "
-            "to have a new album created for this folder" % (remote.album_id,
-                                                              target.line.number))
-            if target.mode == "link" else
-            "album %s (line %d) was not found on Imgur" % (remote.album_id,
-                                                          target.line.number)))
+    problem = _remote_problem(target, remote)
+    if problem:
+        plan.errors.append((target.folder or target.album_id, problem))
         return []
     actions = [LinkAlbum(remote.album_id, folder=target.folder, title=remote.title or "",
                          owner=remote.owner, download_only=not remote.owned)]
-    local = dict(scan.files) if scan is not None else {}
+    # Names compared in NFC: macOS file systems hand back decomposed names (NFD).
+    local = {unicodedata.normalize("NFC", name): found
+             for name, found in (scan.files.items() if scan is not None else ())}
     for image in sorted(remote.images, key=lambda i: (i.datetime, i.image_id)):
-        match = local.pop(image.name, None) if image.name else None
+        match = local.pop(unicodedata.normalize("NFC", image.name), None) if image.name else None
         if match is not None and match.hash is not None:
             actions.append(Adopt(remote.album_id, file=match, image_id=image.image_id))
         else:
@@ -1334,11 +1412,6 @@ def _link_actions(target: Target, remote: RemoteAlbum, scan, plan) -> list:
 def _verify_actions(target, remote, scan, state, changes, plan) -> list:
     """--verify: repair recorded images missing from the album; download images that
     were added on Imgur."""
-    if not remote.found:
-        plan.errors.append((target.folder, "album %s no longer exists on Imgur: remove "
-                            "' -> ...' from line %d of albums.txt to start a new album"
-                            % (target.album_id, target.line.number)))
-        return []
     album = state.albums[target.album_id]
     busy = {a.old_name for a in changes if isinstance(a, Rename)}
     busy.update(a.name for a in changes if isinstance(a, Delete))
@@ -1786,6 +1859,7 @@ class Api:
         self.requests_sent = 0
         self._local = threading.local()
         self._token_lock = threading.Lock()
+        self._fresh_token = None                # the access token this run's refresh got
         self._count_lock = threading.Lock()
         self._failed_in_a_row = 0
         import requests
@@ -1861,11 +1935,11 @@ class Api:
                     problem, unknown = "HTTP %d%s" % (status, "" if payload is not None
                                                       else ", not JSON"), True
                 elif status in (401, 403) and not anon:
-                    if refreshed or not self.credentials["refresh_token"]:
+                    if refreshed or not self.credentials["refresh_token"] \
+                            or not self.refresh(token_used):
                         self._note_outcome(False)
                         raise RequestRefused("refused after a token refresh: %s"
                                              % (message or status), status)
-                    self.refresh(token_used)
                     refreshed = True
                     continue
                 elif status >= 400:
@@ -1886,11 +1960,15 @@ class Api:
                                      % (method, route, attempt, last_problem), 0)
             waited += self.backoff(attempt - 1)
 
-    def refresh(self, token_used: str | None) -> None:
-        """Exchange the refresh token for a new access token; save the answer at once."""
+    def refresh(self, token_used: str | None) -> bool:
+        """Exchange the refresh token for a new access token; save the answer at once.
+        False when the refused token is one this run just got: the refusal is not about
+        the token (say, another account's album), and refreshing again would not help."""
         with self._token_lock:
             if self.credentials["access_token"] != token_used:
-                return                               # another worker refreshed already
+                return True                          # another worker refreshed already
+            if token_used is not None and token_used == self._fresh_token:
+                return False
             if getattr(self, "_refresh_refused", None):
                 raise AuthError(self._refresh_refused)   # refused once: never asked again
             try:
@@ -1906,7 +1984,9 @@ class Api:
                                     refresh_token=answer.get("refresh_token"),
                                     account_username=answer.get("account_username"))
             self.credentials.save()
+            self._fresh_token = self.credentials["access_token"]
             self.log.write("token refreshed")
+            return True
 
     def _token_request(self, form: dict) -> dict:
         """POST /oauth2/token; a refusal is AuthError, an unreachable server is retried."""
@@ -2081,8 +2161,9 @@ class Executor:
     moves, repairs, deletions last. State is journaled after every remote change."""
 
     def __init__(self, home, state, api, client, out, log, options: SyncOptions,
-                 tally: Tally, folders: dict):
+                 tally: Tally, folders: dict, scan_started_ns: int):
         self.home = home
+        self.scan_started_ns = scan_started_ns  # downloads are dated before it
         self.state = state
         self.api = api
         self.client = client
@@ -2170,6 +2251,9 @@ class Executor:
                 self.stop_for(e)
             except RequestRefused as e:
                 self.fail("%s %s: %s" % (action.verb, self.describe(action), e))
+            except OSError as e:                 # a local write failed: that item only
+                self.fail("%s %s: %s" % (action.verb, self.describe(action),
+                                         e.strerror or e))
             index += 1
         if not self.stopping:
             self.purge_replaced()
@@ -2289,15 +2373,22 @@ class Executor:
                 self.state.ignore_image(action.album, image.image_id)
                 self._download_done(action.album)
                 return
+            # Dated before this run's scan (the photo's Imgur date, if older), so that the
+            # next run trusts the file's stat data instead of reading it again.
+            taken = (image.datetime - CLOCK_OFFSET) * 1e9 if image.datetime else float("inf")
+            mtime_ns = int(min(taken, self.scan_started_ns - 2 * COARSE_MTIME_NS))
+            os.utime(tmp_path, ns=(time.time_ns(), mtime_ns))
             path = place_download(tmp_path, folder, name)
         finally:
             if os.path.exists(tmp_path):
                 os.unlink(tmp_path)
         st = os.stat(path)
         content = content_hash(path, file_extension(path))
+        # As a scan will see it: os.scandir reports inode 0 on Windows.
+        inode = 0 if IS_WINDOWS else st.st_ino
         self.state.set_file(action.album, os.path.basename(path),
                             FileRecord(image.image_id, content, st.st_size, st.st_mtime_ns,
-                                       st.st_ino))
+                                       inode))
         self.done("<", "download", self.where(action.album, os.path.basename(path)),
                   "downloaded", action.album)
         self._download_done(action.album)
@@ -2594,7 +2685,10 @@ def safe_file_name(name: str | None, image_id: str, mime: str | None) -> str:
         stem, ext = base, extension
     if not stem or stem.upper().split(".")[0] in WINDOWS_RESERVED_NAMES:
         stem = "%s_%s" % (stem, image_id) if stem else image_id
-    stem = stem[:DOWNLOAD_NAME_MAX]
+    # File systems count bytes (255 on most), not characters: 120 CJK characters are
+    # 360 bytes. Leave room for a " (12)" suffix and the extension.
+    stem = stem[:DOWNLOAD_NAME_MAX].encode("utf-8")[:DOWNLOAD_NAME_MAX_BYTES]
+    stem = stem.decode("utf-8", "ignore").rstrip(" .") or image_id
     return "%s.%s" % (stem, ext)
 
 
@@ -2649,6 +2743,16 @@ def read_albums(home: str, state: StateStore) -> tuple:
     return data, parsed
 
 
+def settle_checked(parsed: ParsedAlbums, state: StateStore, scans: dict) -> list:
+    """settle_targets, refusing (exit 2) lines that end up naming one album twice."""
+    targets = settle_targets(parsed.lines, state, scans)
+    errors = target_conflicts(targets)
+    if errors:
+        raise UsageError("%s names one album or folder twice; nothing was changed:\n%s" % (
+            ALBUMS_FILE, "\n".join("  %s:%d: %s" % (ALBUMS_FILE, n, m) for n, m in errors)))
+    return targets
+
+
 def scan_listed_folders(parsed: ParsedAlbums, state: StateStore, rehash: bool,
                         out: Output) -> dict:
     """Scan every folder albums.txt names (with what the state knows of each)."""
@@ -2680,6 +2784,7 @@ class SyncRun:
         self.started = time.monotonic()
         self.api = None
         self._download_folders = {}             # album ID -> folder chosen this run
+        self.unsettled = set()                  # (album ID, name): pending check failed
 
     def run(self) -> int:
         state = StateStore.load(self.home, writable=not self.options.dry_run)
@@ -2693,21 +2798,22 @@ class SyncRun:
                 self.tally.failed += 1
                 self.out.error("%s: cannot be read (%s); nothing done with it this run"
                                % (os.path.join(scan.folder, name), reason))
-        targets = settle_targets(parsed.lines, state, scans)
+        targets = settle_checked(parsed, state, scans)
         plan_options = PlanOptions(self.options.force, self.options.max_delete,
                                    self.options.verify)
         plan = plan_sync(targets, scans, state, {}, plan_options)
+        # Missing credentials are decided before anything changes (exit 5, SPEC §8).
+        needs_network = bool(plan.requests or plan.needs_remote or state.pending)
+        client = self.connect(state) if needs_network else None
         try:
-            if plan.requests or plan.needs_remote or state.pending:
-                client = self.connect(state)
+            if client is not None:
                 self.resolve_pending(client, state)
                 remote = self.fetch_remote(client, state, targets, plan)
-                targets = settle_targets(parsed.lines, state, scans)
+                targets = settle_checked(parsed, state, scans)
                 for target in targets:
                     self._restore_download_folder(target, remote)
                 plan = plan_sync(targets, scans, state, remote, plan_options)
-            else:
-                client = None
+                self.hold_unsettled_uploads(plan)
             self.report_plan_problems(plan)
             if self.options.dry_run:
                 print_plan(plan, state, self.out)
@@ -2715,7 +2821,7 @@ class SyncRun:
             folders = {t.key: t.folder for t in targets}
             folders.update({a: s.folder for a, s in state.albums.items() if a not in folders})
             executor = Executor(self.home, state, self.api, client, self.out, self.log,
-                                self.options, self.tally, folders)
+                                self.options, self.tally, folders, scan_started_ns)
             executor.run(plan.actions)
         except RateLimitError as e:              # before the executor ran (pending checks)
             self.tally.rate_limit = e
@@ -2768,7 +2874,13 @@ class SyncRun:
         cache = {}
         for pending in list(state.pending):
             if pending["op"] == "create_album":
-                found = find_pending_album(client, state, pending)
+                try:
+                    found = find_pending_album(client, state, pending)
+                except RequestRefused as e:           # checked again next run
+                    self.tally.failed += 1
+                    self.out.error("cannot check an interrupted album creation for %s: %s"
+                                   % (pending["folder"], e))
+                    continue
                 if len(found) > 1:
                     self.tally.failed += 1
                     self.out.error("%d albums titled %r may come from one interrupted "
@@ -2788,7 +2900,13 @@ class SyncRun:
                 found = find_pending_upload(client, state, pending, cache)
             except RequestRefused as e:
                 if e.status != 404:
-                    raise
+                    # Unsettled: that file is not uploaded again this run (it may be on
+                    # Imgur already); the check is repeated next run.
+                    self.unsettled.add((pending["album"], pending["name"]))
+                    self.tally.failed += 1
+                    self.out.error("cannot check an interrupted upload of %s: %s"
+                                   % (pending["name"], e))
+                    continue
                 found = []
             if found:
                 # The name may still hold the version this upload replaces: keep that
@@ -2815,22 +2933,16 @@ class SyncRun:
             album_id = target.album_id
             if album_id not in plan.needs_remote or album_id in remote:
                 continue
-            if target.mode == "sync":                  # --verify: the images only
-                try:
-                    images = client.album_images(album_id)
-                except RequestRefused as e:
-                    if e.status != 404:
-                        raise
-                    remote[album_id] = RemoteAlbum(album_id, False)
-                    continue
-                remote[album_id] = RemoteAlbum(album_id, True, images=images)
-                continue
             try:
+                if target.mode == "sync":              # --verify: the images only
+                    remote[album_id] = RemoteAlbum(album_id, True,
+                                                   images=client.album_images(album_id))
+                    continue
                 data = client.make_request("GET", "album/%s" % album_id)
             except RequestRefused as e:
-                if e.status != 404:
-                    raise
-                remote[album_id] = RemoteAlbum(album_id, False)
+                # 404: the album is gone. Anything else fails this album only.
+                remote[album_id] = RemoteAlbum(album_id, False,
+                                               error=None if e.status == 404 else str(e))
                 continue
             if username is None:
                 username = self.account_name(client)
@@ -2849,6 +2961,13 @@ class SyncRun:
         return name
 
     # -- after the plan ----------------------------------------------------------------
+
+    def hold_unsettled_uploads(self, plan: Plan) -> None:
+        """No upload of a file whose earlier, interrupted upload could not be checked."""
+        held = [a for a in plan.actions if isinstance(a, Upload)
+                and (a.album, a.file.name) in self.unsettled]
+        plan.actions = [a for a in plan.actions if not any(a is h for h in held)]
+        self.tally.held += len(held)
 
     def report_plan_problems(self, plan: Plan) -> None:
         for folder, message in plan.errors:
@@ -2915,6 +3034,24 @@ class SyncRun:
                     album.last_sync, album.last_error = now, None
         state.save()
 
+    def line_path(self, folder: str) -> str:
+        """How albums.txt names a downloaded folder: relative to the home, and written
+        so that it reads back as that very folder. A title is anyone's choice: `~`
+        would read as the user's home, `# Trip` as a comment."""
+        try:
+            text = os.path.relpath(folder, self.home)
+        except ValueError:                      # Windows: another drive
+            text = folder
+        if text == os.pardir or text.startswith(os.pardir + os.sep) or os.path.isabs(text):
+            text = folder
+        elif text.startswith(("~", "#", "//", '"')) or text != text.strip() \
+                or " -> " in text or RE_LOOKS_LIKE_URL.match(text):
+            text = os.path.join(os.curdir, text)
+        read_back = resolve_folder(_unquote(text.strip()), self.home)   # as the parser will
+        if folder_key(read_back) != folder_key(folder):
+            text = folder                       # an absolute path reads back as itself
+        return text
+
     def rewrite_albums(self, original: bytes, parsed: ParsedAlbums, targets: list,
                        state: StateStore) -> None:
         """Write `PATH -> https://imgur.com/a/ID` for lines now linked to an album."""
@@ -2930,9 +3067,7 @@ class SyncRun:
                 continue
             typed = parsed.raw_lines[line.number - 1].decode("utf-8").strip()
             if line.kind == "album":
-                folder = state.albums[album_id].folder
-                typed = os.path.relpath(folder, self.home) if \
-                    os.path.dirname(os.path.abspath(folder)) == os.path.abspath(self.home) else folder
+                typed = self.line_path(state.albums[album_id].folder)
             new_texts[line.number] = "%s -> %s" % (typed, ALBUM_URL.format(album_id))
         if not new_texts:
             return
@@ -2983,7 +3118,7 @@ class SyncRun:
         if tally.auth_error:
             self.out.error(str(tally.auth_error))
         self.out.info(("dry run: " if self.options.dry_run else "") + text)
-        code = EXIT_OK if self.options.dry_run else tally.exit_code()
+        code = tally.exit_code()         # a dry run gets here only if no plan was printed
         # "sync ok" lines let `status` tell when a run last succeeded, even one that
         # changed nothing (and so did not rewrite state.json).
         self.log.write("%s %s: %s" % ("dry-run" if self.options.dry_run else "sync",
@@ -3175,7 +3310,7 @@ def run_status(home: str, out: Output) -> int:
     state = StateStore.load(home, writable=False)
     _, parsed = read_albums(home, state)
     scans = scan_listed_folders(parsed, state, False, Output(-1, None))
-    targets = settle_targets(parsed.lines, state, scans)
+    targets = settle_checked(parsed, state, scans)
     plan = plan_sync(targets, scans, state, {}, PlanOptions())
     last_ok = last_successful_run(home)
     for target in targets:
@@ -3383,6 +3518,11 @@ def _on_sigterm(signum, frame):
 
 def main(argv: list | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    for stream in (sys.stdout, sys.stderr):
+        try:                    # a folder named 日本 must not vanish from cp1252 output
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):
+            pass
     log = None
     out = Output(0, None)
     try:
