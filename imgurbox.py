@@ -482,6 +482,9 @@ def resolve_folder(text: str, base_dir: str, pathmod=os.path) -> str:
     path = pathmod.expanduser(text)
     if not pathmod.isabs(path):
         path = pathmod.join(base_dir, path)
+    parts = path.replace(pathmod.sep, "/").replace(pathmod.altsep or "/", "/").split("/")
+    if ".." in parts:
+        return path     # `link/..` is the symlink target's parent, not where normpath goes
     return pathmod.normpath(path)
 
 
