@@ -1254,7 +1254,8 @@ def _available_targets(targets, scans, state, options, plan, remote) -> list:
 
 
 def _new_content(targets, scans, state) -> set:
-    """Hashes of scanned files that their folder's album does not record under that name."""
+    """Hashes of files new to their folder, renames within it left out: content that
+    may have moved in from another folder."""
     content = set()
     for target in targets:
         scan = scans.get(target.folder)
@@ -1262,9 +1263,12 @@ def _new_content(targets, scans, state) -> set:
         recorded = album.files if album is not None else {}
         if scan is None:
             continue
+        gone_here = {record.hash for name, record in recorded.items()
+                     if getattr(scan.files.get(name), "hash", None) != record.hash}
         for name, found in scan.files.items():
             record = recorded.get(name)
-            if found.hash and (record is None or record.hash != found.hash):
+            if found.hash and (record is None or record.hash != found.hash) \
+                    and found.hash not in gone_here:
                 content.add(found.hash)
     return content
 
@@ -2543,10 +2547,10 @@ class Executor:
         if isinstance(result, (Interrupted, KeyboardInterrupt)):
             raise result
         if isinstance(result, RequestRefused):
+            if pending and 400 <= result.status < 500:
+                self.state.resolve_pending(pending["id"])   # refused: not performed
             if result.status == 400:
                 self.state.set_refused(f.hash, {"name": f.name, "message": str(result)})
-                if pending:
-                    self.state.resolve_pending(pending["id"])
                 self.fail("%s: Imgur refused the file (%s); it is retried once it changes"
                           % (where, result))
             else:
