@@ -243,7 +243,6 @@ class ScannedFile(NamedTuple):
 @dataclasses.dataclass
 class FolderScan:
     folder: str
-    exists: bool = True
     error: str | None = None           # the folder itself could not be listed
     files: dict = dataclasses.field(default_factory=dict)       # name -> ScannedFile
     skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
@@ -251,7 +250,6 @@ class FolderScan:
     unreadable: list = dataclasses.field(default_factory=list)  # (name, reason)
     rehashed: int = 0
     trusted: int = 0                   # files whose stat data matched the state
-    stat_changed: bool = False         # some file's stat data differs from the state
 
 
 @dataclasses.dataclass
@@ -1004,7 +1002,6 @@ def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool =
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
-        scan.exists = False
         scan.error = "folder not found"
         return scan
     except OSError as e:
@@ -1061,8 +1058,6 @@ def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool =
             scan.rehashed += 1
             if on_hash:
                 on_hash()
-        if record is not None and not same_stat:
-            scan.stat_changed = True
         scan.files[name] = ScannedFile(name, entry.path, st.st_size, st.st_mtime_ns,
                                        st.st_ino, content)
     scan.skipped_names.sort()
@@ -2799,6 +2794,9 @@ class SyncRun:
         scan_started_ns = time.time_ns()
         scans = scan_listed_folders(parsed, state, self.options.rehash, self.out)
         for scan in scans.values():
+            if scan.rehashed:
+                self.out.detail("%s: %d new or changed file%s read" % (
+                    scan.folder, scan.rehashed, "" if scan.rehashed == 1 else "s"))
             for name in scan.skipped_names:
                 self.out.detail("skip %s" % os.path.join(scan.folder, name))
             for name, reason in scan.unreadable:

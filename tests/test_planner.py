@@ -26,7 +26,7 @@ def make_state(albums: dict) -> "ib.StateStore":
 def make_scan(folder: str, files: dict | None) -> "ib.FolderScan":
     """files: {name: content} (content None: unreadable); None: the folder is missing."""
     if files is None:
-        return ib.FolderScan(folder, exists=False, error="folder not found")
+        return ib.FolderScan(folder, error="folder not found")
     scan = ib.FolderScan(folder)
     for name, content in files.items():
         scan.files[name] = ib.ScannedFile(name, folder + "/" + name, 1, 1, 1, content)
