@@ -616,7 +616,8 @@ class StateStore:
     """The state, in memory, with every change journaled before it is relied on.
 
     state.json is rewritten only when a run ends (O(library) once), while each remote
-    operation appends one fsync'd JSON line to state.journal (O(1)). Journal lines carry
+    operation appends one JSON line to state.journal (O(1)), made durable with an fsync
+    before any upload or album creation is sent (see _record). Journal lines carry
     the generation of the state.json they apply to, so lines already folded into a newer
     state.json are ignored when a crash left the journal behind.
     """
@@ -696,9 +697,11 @@ class StateStore:
 
     def to_json(self) -> dict:
         albums = {}
+        plain = [f.name for f in dataclasses.fields(AlbumState)
+                 if f.name not in ("album_id", "files")]
         for album_id, album in sorted(self.albums.items()):
-            fields = dataclasses.asdict(album)
-            del fields["album_id"]
+            # Not dataclasses.asdict: it would deep-copy every file record first.
+            fields = {name: getattr(album, name) for name in plain}
             fields["files"] = [[name, *record] for name, record in sorted(album.files.items())]
             albums[album_id] = fields
         return {"version": STATE_VERSION, "generation": self.generation,
