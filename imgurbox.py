@@ -28,6 +28,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import ntpath
 import os
 import random
 import re
@@ -516,8 +517,24 @@ def parse_albums_txt(data: bytes, base_dir: str, state_folders=(), pathmod=os.pa
     return ParsedAlbums(lines, errors, raw_lines, bom)
 
 
+def _missing_folder_message(text: str, path: str, pathmod) -> str:
+    """Why a PATH line names no folder, with the likely slip when there is one."""
+    if pathmod is not ntpath and re.match(r"[A-Za-z]:[\\/]|\\\\", text):
+        return ("%s is a Windows path: on this computer, write the folder as a path like "
+                "/home/you/Pictures" % text)
+    if len(text) >= 2 and text[0] == text[-1] == "'":
+        return "folder %s does not exist (use double quotes, or none, around a path)" % path
+    if "\\ " in text and pathmod.sep == "/":
+        return "folder %s does not exist (write spaces as they are, without backslashes)" % path
+    return "folder %s does not exist" % path
+
+
 def _parse_line(number, text, base_dir, known, pathmod, exists):
     """One non-blank, non-comment line -> (AlbumLine, None) or (None, error message)."""
+    if text.endswith(" ->") or text == "->":
+        return None, "nothing after ' -> ': add the album's URL, or remove the arrow"
+    if " => " in text or " - > " in text:
+        return None, "write the arrow as ' -> ' (a hyphen and a greater-than sign)"
     if " -> " in text:
         path_text, album_text = (_unquote(part) for part in text.rsplit(" -> ", 1))
         album_id = parse_album_ref(album_text, (5, 10))
@@ -538,7 +555,7 @@ def _parse_line(number, text, base_dir, known, pathmod, exists):
     if exists(path) or has_history:
         return AlbumLine(number, "path", text, path, text), None
     if any(c in text for c in "/\\~.: "):
-        return None, "folder %s does not exist" % path
+        return None, _missing_folder_message(text, path, pathmod)
     if RE_ALBUM_ID.match(text) and 5 <= len(text) <= 7:
         return AlbumLine(number, "album", text, album_id=text), None
     return None, "%r is neither an existing folder nor an Imgur album ID" % text
@@ -1222,7 +1239,9 @@ def _available_targets(targets, scans, state, options, plan, remote) -> list:
         if scan is None or scan.error:
             reason = scan.error if scan else "not scanned"
             plan.errors.append((target.folder, "unavailable (%s): nothing deleted or "
-                                               "uploaded for it this run" % reason))
+                                "uploaded for it this run. Reconnect its drive, or if the "
+                                "folder moved, put its new path on line %d of albums.txt"
+                                % (reason, target.line.number)))
             continue
         problem = _remote_problem(target, remote[target.album_id]) \
             if target.album_id in remote else None
@@ -1386,7 +1405,9 @@ def _remote_problem(target: Target, remote: RemoteAlbum) -> str | None:
         return ("album %s was not found on Imgur: remove ' -> ...' from line %d of "
                 "albums.txt to have a new album created for this folder"
                 % (remote.album_id, target.line.number))
-    return "album %s (line %d) was not found on Imgur" % (remote.album_id, target.line.number)
+    return ("album %s was not found on Imgur: check the ID or URL, or remove the line "
+            "(for a folder named %s, write ./%s)" % (remote.album_id, remote.album_id,
+                                                      remote.album_id))
 
 
 def _link_actions(target: Target, remote: RemoteAlbum, scan, plan) -> list:
@@ -1394,7 +1415,9 @@ def _link_actions(target: Target, remote: RemoteAlbum, scan, plan) -> list:
     local file, download the remote-only ones, upload the local-only ones. No deletes."""
     problem = _remote_problem(target, remote)
     if problem:
-        plan.errors.append((target.folder or target.album_id, problem))
+        where = target.folder if target.mode == "link" else \
+            "%s:%d" % (ALBUMS_FILE, target.line.number)
+        plan.errors.append((where, problem))
         return []
     actions = [LinkAlbum(remote.album_id, folder=target.folder, title=remote.title or "",
                          owner=remote.owner, download_only=not remote.owned)]
@@ -1593,7 +1616,10 @@ class Output:
         """A tqdm bar on a terminal's stderr, shown at once; else a bar that does nothing."""
         if not self.progress_enabled or (total is not None and total <= 0):
             return _NoProgress()                    # total None: a counter, total unknown
-        from tqdm import tqdm
+        try:
+            from tqdm import tqdm
+        except ImportError:                         # progress is a nicety, never a failure
+            return _NoProgress()
         scale = unit == "B"
         return tqdm(total=total, desc=description, unit=unit, unit_scale=scale,
                     unit_divisor=1024 if scale else 1000, file=sys.stderr, leave=False,
@@ -1867,6 +1893,7 @@ class Api:
         self._fresh_token = None                # the access token this run's refresh got
         self._count_lock = threading.Lock()
         self._failed_in_a_row = 0
+        require_network_libraries()
         import requests
         self._requests = requests
 
@@ -1925,7 +1952,8 @@ class Api:
                 response = self.session().request(method, url, params=params, data=body,
                                                   headers=headers, timeout=self.timeouts)
             except self._requests.RequestException as e:
-                problem, unknown = "no answer (%s)" % type(e).__name__, True
+                problem, unknown = "no answer from %s (%s)" % (
+                    urllib.parse.urlsplit(url).netloc, type(e).__name__), True
             else:
                 self.rate.update(response.headers)
                 payload = _parse_json(response)
@@ -2726,21 +2754,29 @@ def place_download(tmp_path: str, folder: str, name: str) -> str:
 
 def api_base_url() -> str:
     url = os.environ.get("IMGUR_API_URL") or DEFAULT_API_URL
+    if not re.match(r"https?://[^/]", url):
+        raise UsageError("IMGUR_API_URL must start with http:// or https:// (it is %r)" % url)
     return url if url.endswith("/") else url + "/"
 
 
-def read_albums(home: str, state: StateStore) -> tuple:
+def read_albums(home: str, state: StateStore, out: Output) -> tuple:
     """albums.txt's bytes and its parse; bad lines are a UsageError listing them all."""
     path = os.path.join(home, ALBUMS_FILE)
+    example = os.path.join(os.path.dirname(os.path.abspath(__file__)), "albums.txt.example")
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        raise UsageError("no %s in %s: create it with one folder per line (see "
-                         "albums.txt.example)" % (ALBUMS_FILE, home))
+        raise UsageError("no %s in %s: create it with one folder per line (see %s)"
+                         % (ALBUMS_FILE, home, example))
     except OSError as e:
         raise UsageError("cannot read %s: %s" % (path, e.strerror))
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise UsageError("%s is saved as UTF-16 (Notepad's \"Unicode\"): save it as UTF-8"
+                         % path)
     parsed = parse_albums_txt(data, home, state.folder_keys())
+    if not parsed.lines and not parsed.errors:
+        out.warn("%s lists no folder yet: add one folder per line (see %s)" % (path, example))
     if parsed.errors:
         raise UsageError("%s has %d bad line%s; nothing was changed:\n%s" % (
             path, len(parsed.errors), "" if len(parsed.errors) == 1 else "s",
@@ -2793,7 +2829,7 @@ class SyncRun:
 
     def run(self) -> int:
         state = StateStore.load(self.home, writable=not self.options.dry_run)
-        albums_bytes, parsed = read_albums(self.home, state)
+        albums_bytes, parsed = read_albums(self.home, state, self.out)
         scan_started_ns = time.time_ns()
         scans = scan_listed_folders(parsed, state, self.options.rehash, self.out)
         for scan in scans.values():
@@ -2837,7 +2873,8 @@ class SyncRun:
             self.tally.stopped = e
         finally:
             if not self.options.dry_run:
-                self.finish_state(state, plan, scans, scan_started_ns)
+                with signals_held():            # a second Ctrl-C must not cut the save
+                    self.finish_state(state, plan, scans, scan_started_ns)
         if not self.options.dry_run:
             self.rewrite_albums(albums_bytes, parsed, targets, state)
         return self.summarize(state, scans)
@@ -3316,7 +3353,7 @@ def _obtain_tokens(api: Api, credentials: Credentials, interactive: bool,
 def run_status(home: str, out: Output) -> int:
     """`status`: per folder, what is synced and what waits; no lock, request or write."""
     state = StateStore.load(home, writable=False)
-    _, parsed = read_albums(home, state)
+    _, parsed = read_albums(home, state, out)
     scans = scan_listed_folders(parsed, state, False, Output(-1, None))
     targets = settle_checked(parsed, state, scans)
     plan = plan_sync(targets, scans, state, {}, PlanOptions())
@@ -3511,6 +3548,25 @@ def parse_args(argv: list) -> argparse.Namespace:
     return args
 
 
+def require_writable(home: str) -> None:
+    if not os.access(home, os.W_OK):
+        raise UsageError("cannot write in %s: imgurbox keeps its state, log and lock there "
+                         "(check its permissions, or choose another with --home)" % home)
+
+
+def require_network_libraries() -> None:
+    """A clear word, not a traceback, when the Python that runs imgurbox lacks them."""
+    for module in ("requests", "imgurpython", "requests_toolbelt"):
+        try:
+            __import__(module)
+        except ImportError:
+            requirements = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                        "requirements.txt")
+            raise UsageError("this Python (%s) lacks %s: install the requirements with "
+                             "`%s -m pip install -r %s` (README: Install)"
+                             % (sys.executable, module, sys.executable, requirements))
+
+
 def resolve_home(args) -> str:
     home = args.home or os.environ.get("IMGURBOX_HOME") or \
         os.path.dirname(os.path.abspath(__file__))
@@ -3518,6 +3574,29 @@ def resolve_home(args) -> str:
     if not os.path.isdir(home):
         raise UsageError("home folder %s does not exist" % home)
     return home
+
+
+class signals_held:
+    """Hold Ctrl-C and SIGTERM while state is saved; deliver them afterwards."""
+
+    SIGNALS = [getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name)]
+
+    def __enter__(self):
+        self.caught = []
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for number in self.SIGNALS:
+                self.previous[number] = signal.signal(
+                    number, lambda signum, frame: self.caught.append(signum))
+        return self
+
+    def __exit__(self, *exc):
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        if self.caught and exc[0] is None:
+            signum = self.caught[0]
+            raise KeyboardInterrupt if signum == signal.SIGINT else Interrupted(EXIT_SIGTERM)
+        return False
 
 
 def _on_sigterm(signum, frame):
@@ -3533,6 +3612,7 @@ def main(argv: list | None = None) -> int:
             pass
     log = None
     out = Output(0, None)
+    saved = ""                                  # what an interruption message adds
     try:
         args = parse_args(argv)
         verbosity = -1 if args.quiet else (1 if args.verbose else 0)
@@ -3544,23 +3624,36 @@ def main(argv: list | None = None) -> int:
         if args.command == "status":
             return run_status(home, out)
         if args.command == "auth":
+            require_writable(home)
             return run_auth(home, out, log)
         options = SyncOptions(args.dry_run, args.verify, args.rehash, args.force,
                               args.max_delete, args.jobs)
+        require_writable(home)
         lock = acquire_lock(home)
+        saved = "; state saved, the next run carries on"
         try:
             return SyncRun(home, options, out, log).run()
         finally:
             lock.release()
     except KeyboardInterrupt:
-        out.error("interrupted; state saved")
+        out.error("interrupted" + saved)
         return EXIT_SIGINT
     except Interrupted as e:
-        out.error("stopped by %s; state saved" % ("SIGTERM" if e.exit_code == EXIT_SIGTERM else "Ctrl-C"))
+        out.error("stopped by %s%s" % ("SIGTERM" if e.exit_code == EXIT_SIGTERM else "Ctrl-C",
+                                       saved))
         return e.exit_code
     except ImgurboxError as e:
         out.error(str(e))
         return e.exit_code
+    except BrokenPipeError:                 # `imgurbox.py status | head`: reader left
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return EXIT_FAILED
+    except OSError as e:                    # a local file imgurbox cannot read or write
+        out.error("%s%s" % ("%s: " % e.filename if e.filename else "", e.strerror or e))
+        return EXIT_FAILED
     except Exception:
         import traceback
         out.error("internal error (please report it):\n" + redact(traceback.format_exc()))
