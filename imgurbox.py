@@ -26,6 +26,7 @@ import argparse
 import collections
 import dataclasses
 import datetime as dt
+import errno
 import hashlib
 import json
 import ntpath
@@ -100,6 +101,7 @@ READ_TIMEOUT = 60.0
 MAX_TRIES = 4
 MAX_BACKOFF_TOTAL = 30.0
 MAX_FAILED_REQUESTS_IN_A_ROW = 3
+MAX_JOBS = 16                        # parallel uploads: more only invites 429s
 # A saved window that resets within this many seconds is taken as reset: an hourly job
 # starts about an hour after the last one's first request, and holding it back for a
 # second's difference would cost it the whole hour.
@@ -1007,6 +1009,13 @@ def _is_hidden(name: str, st: os.stat_result) -> bool:
                               | getattr(stat, "FILE_ATTRIBUTE_SYSTEM", 4)))
 
 
+def _stat_problem(entry, error: OSError) -> str:
+    """Why a directory entry could not be looked at, in the user's words."""
+    if entry.is_symlink():
+        return "symbolic link loop" if error.errno == errno.ELOOP else "broken symbolic link"
+    return error.strerror or str(error)
+
+
 def _size_limit(extension: str) -> int:
     return MAX_GIF_BYTES if extension == "gif" else MAX_IMAGE_BYTES
 
@@ -1035,8 +1044,9 @@ def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool =
         try:
             st = entry.stat()                            # follows symbolic links
         except OSError as e:
-            scan.unreadable.append((name, e.strerror or str(e)))
-            continue
+            if file_extension(name) in IMAGE_EXTENSIONS and not name.startswith("."):
+                scan.unreadable.append((name, _stat_problem(entry, e)))
+            continue                    # (a broken link to a non-photo is no concern)
         record = known.get(name)
         if (record is not None and not rehash_all and record.size == st.st_size
                 and record.mtime_ns == st.st_mtime_ns and record.inode == st.st_ino
@@ -1049,12 +1059,13 @@ def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool =
             continue
         if not stat.S_ISREG(st.st_mode):
             if stat.S_ISDIR(st.st_mode):
-                scan.skipped_names.append(name + os.sep)
+                scan.skipped_names.append(name + os.sep + " (a subfolder: only the top "
+                                                          "level is synced)")
             continue
         extension = file_extension(name)
         if _is_hidden(name, st):
             scan.skipped["hidden"] += 1
-            scan.skipped_names.append(name)
+            scan.skipped_names.append(name + " (hidden)")
             continue
         if extension not in IMAGE_EXTENSIONS:
             scan.skipped["." + extension if extension else "no extension"] += 1
@@ -1062,7 +1073,12 @@ def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool =
             continue
         if st.st_size > _size_limit(extension):
             scan.skipped["too large"] += 1
-            scan.skipped_names.append(name)
+            scan.skipped_names.append("%s (%.1f MB, over Imgur's %d MB limit)" % (
+                name, st.st_size / 1e6, _size_limit(extension) // 1000000))
+            continue
+        if st.st_size == 0:
+            scan.skipped["empty"] += 1
+            scan.skipped_names.append(name + " (empty file)")
             continue
         same_stat = (record is not None and record.size == st.st_size
                      and record.mtime_ns == st.st_mtime_ns and record.inode == st.st_ino)
@@ -1699,8 +1715,10 @@ class Credentials:
         except FileNotFoundError:
             pass
         except (ValueError, UnicodeDecodeError) as e:
-            raise UsageError("%s cannot be read (%s): fix it or delete it and run "
-                             "`imgurbox.py auth`" % (path, type(e).__name__))
+            what = "not valid JSON (line %d, column %d)" % (e.lineno, e.colno) \
+                if isinstance(e, json.JSONDecodeError) else "not a JSON object of credentials"
+            raise UsageError("%s is %s: fix it, or delete it and run `imgurbox.py auth`"
+                             % (path, what))
         except OSError as e:
             raise UsageError("cannot read %s: %s" % (path, e.strerror))
         for key, env in (("client_id", "IMGUR_CLIENT_ID"), ("client_secret", "IMGUR_CLIENT_SECRET")):
@@ -2840,9 +2858,18 @@ class SyncRun:
                 self.out.detail("skip %s" % os.path.join(scan.folder, name))
             for name, reason in scan.unreadable:
                 self.tally.failed += 1
-                self.out.error("%s: cannot be read (%s); nothing done with it this run"
+                self.out.error("%s: cannot be read (%s); nothing done with it this run: "
+                               "fix its permissions or remove it"
                                % (os.path.join(scan.folder, name), reason))
         targets = settle_checked(parsed, state, scans)
+        for target in targets:
+            scan = scans.get(target.folder)
+            if target.mode == "create" and scan is not None and not scan.files \
+                    and scan.skipped:
+                self.out.warn("%s has no file Imgur takes (%s skipped): its album will "
+                              "stay empty; convert them to JPEG to sync them" % (
+                                  target.folder, ", ".join("%d %s" % (n, e) for e, n
+                                                           in sorted(scan.skipped.items()))))
         plan_options = PlanOptions(self.options.force, self.options.max_delete,
                                    self.options.verify)
         plan = plan_sync(targets, scans, state, {}, plan_options)
@@ -3242,7 +3269,8 @@ def parse_authorize_answer(text: str) -> dict:
         if fields.get("access_token") and fields.get("refresh_token"):
             return {"tokens": fields}
         return {"error": "that address has no access_token and refresh_token in it; copy "
-                         "the whole address from the browser's address bar"}
+                         "the whole address from the browser's address bar, or type 1 "
+                         "to paste a refresh token instead"}
     if "code=" in text:
         query = urllib.parse.urlsplit(text).query or text
         code = dict(urllib.parse.parse_qsl(query)).get("code")
@@ -3254,7 +3282,9 @@ def parse_authorize_answer(text: str) -> dict:
         return {"error": "Imgur showed an error page: since 2025 its authorize page fails "
                          "for many logins. Use a refresh token you already have instead "
                          "(README, Getting started): type 1 here to paste it."}
-    return {"error": "that is neither the address you landed on nor a PIN"}
+    return {"error": "that is neither the address you landed on nor a PIN: paste the "
+                     "whole address (it contains #access_token=), or type 1 to paste a "
+                     "refresh token instead"}
 
 
 def run_auth(home: str, out: Output, log: Log, take_lock: bool = True) -> int:
@@ -3270,7 +3300,13 @@ def run_auth(home: str, out: Output, log: Log, take_lock: bool = True) -> int:
 
 def _auth(home: str, out: Output, log: Log) -> int:
     interactive = stdin_is_terminal()
-    credentials = Credentials.load(home, out)
+    try:
+        credentials = Credentials.load(home, out)
+    except UsageError as e:
+        if not interactive:
+            raise
+        out.warn("%s; auth will replace it" % str(e).split(": fix it")[0])
+        credentials = Credentials(os.path.join(home, CREDENTIALS_FILE), {})
     refresh_from_env = os.environ.get("IMGUR_REFRESH_TOKEN")
     if not interactive and not refresh_from_env:
         raise AuthError("`auth` needs a terminal, or IMGUR_REFRESH_TOKEN (with "
@@ -3322,7 +3358,9 @@ def _obtain_tokens(api: Api, credentials: Credentials, interactive: bool,
           "  1) paste a refresh token you already have (works today)\n"
           "  2) authorize in the browser (Imgur's page fails for some logins since 2025)")
     choice = prompt("Choose 1 or 2 [1]: ").strip() or "1"
-    if choice != "2":
+    while choice not in ("1", "2"):
+        choice = prompt("Please type 1 or 2 [1]: ").strip() or "1"
+    if choice == "1":
         token = _ask(True, "Refresh token (not shown): ", secret=True)
         return api._token_request(dict(form, grant_type="refresh_token", refresh_token=token))
     url = "%soauth2/authorize?client_id=%s&response_type=token" % (
@@ -3500,7 +3538,10 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Save a checked credentials.json: client ID and secret, "
                                     "then a refresh token (IMGUR_REFRESH_TOKEN or a prompt) "
                                     "or the browser route.",
-                        epilog="example: IMGUR_REFRESH_TOKEN=... python3 imgurbox.py auth")
+                        epilog="example (the token stays out of your shell history):\n"
+                               "  read -rs IMGUR_REFRESH_TOKEN && export IMGUR_REFRESH_TOKEN\n"
+                               "  python3 imgurbox.py auth",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     commands.add_parser("status", parents=[common], help="show what is synced; no network",
                         description="Per folder: album, synced files, pending changes, "
                                     "skipped files, last sync and error.",
@@ -3508,24 +3549,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
+def _whole_number(text: str, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError("must be from %d to %d" % (low, high))
     return value
+
+
+def _positive(text: str) -> int:
+    return _whole_number(text, 1, MAX_JOBS)
 
 
 def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
+    return _whole_number(text, 0, 10 ** 9)
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one clear line for a bad flag, instead of usage text and exit 2."""
 
     def error(self, message):
+        choice = re.search(r"invalid choice: '([^']*)'", message)
+        if choice:
+            message = "unknown command %r (commands: sync, auth, status; folders go in " \
+                      "albums.txt)" % choice.group(1)
         raise UsageError("%s (see `imgurbox.py --help`)" % message)
 
 
