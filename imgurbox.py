@@ -115,6 +115,7 @@ DELETE_GUARD_MIN_FILES = 4
 DOWNLOAD_NAME_MAX = 120               # characters of a downloaded file's name
 DOWNLOAD_NAME_MAX_BYTES = 200         # and its UTF-8 bytes (most file systems: 255)
 ALBUMS_PER_PAGE = 50
+NETWORK_PENDING = ("upload", "create_album")   # pending kinds settled by asking Imgur
 
 RE_ALBUM_ID = re.compile(r"[A-Za-z0-9]+\Z")
 RE_IMGUR_URL = re.compile(
@@ -617,6 +618,22 @@ def write_atomically(path: str, data: bytes, mode: int | None = None) -> None:
         raise
 
 
+def _fsync_folder(folder: str) -> None:
+    """Make a rename in the folder durable (POSIX; Windows has no such call)."""
+    if IS_WINDOWS:
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 # Tests run Imgur's clock fast (an hour of rate limit passes in a moment); this offset
 # puts imgurbox on the same clock. Zero in real use.
 CLOCK_OFFSET = float(os.environ.get("IMGURBOX_CLOCK_OFFSET") or 0)
@@ -695,24 +712,38 @@ class StateStore:
     def _replay_journal(self) -> None:
         try:
             with open(self.journal_path, "rb") as f:
-                lines = f.read().split(b"\n")
+                data = f.read()
         except FileNotFoundError:
             return
+        lines = data.split(b"\n")
+        good_end = 0                          # bytes up to the end of the last good line
         for index, line in enumerate(lines):
             if not line.strip():
+                good_end += len(line) + 1
                 continue
             try:
                 entry = json.loads(line)
             except ValueError:
                 if index >= len(lines) - 2:   # a last line cut short by a crash
+                    self._cut_journal(min(good_end, len(data)))
                     break
                 raise UsageError("%s is damaged at line %d. Restore %s over %s and "
                                  "delete the journal." % (self.journal_path, index + 1,
                                                           STATE_BACKUP, STATE_FILE))
+            good_end += len(line) + 1
             if entry.get("gen") == self.generation:
                 self._apply(entry)
                 self.dirty = True
                 self._journal_has_lines = True
+        if data and not data.endswith(b"\n") and self.writable:
+            with open(self.journal_path, "ab") as f:     # the next line starts a line
+                f.write(b"\n")
+
+    def _cut_journal(self, size: int) -> None:
+        """Drop a torn last line, so that lines appended after it stay readable."""
+        if self.writable:
+            with open(self.journal_path, "r+b") as f:
+                f.truncate(size)
 
     def to_json(self) -> dict:
         albums = {}
@@ -742,6 +773,7 @@ class StateStore:
         except FileNotFoundError:
             pass
         write_atomically(self.path, data.encode("utf-8"))
+        _fsync_folder(os.path.dirname(self.path))   # the rename lands before the unlink
         self._close_journal()
         try:
             os.unlink(self.journal_path)
@@ -797,6 +829,12 @@ class StateStore:
             record = album.files.get(entry["name"])
             if record is not None and record.image_id == entry["image_id"]:
                 del album.files[entry["name"]]
+        elif op == "refile":
+            moved = FileRecord(*entry["record"])
+            old = album.files.get(entry["name"])
+            if old is not None and old.image_id == moved.image_id:
+                del album.files[entry["name"]]
+            self.albums[entry["to_album"]].files[entry["to_name"]] = moved
         elif op == "to_delete":
             if entry["image_id"] not in album.to_delete:
                 album.to_delete.append(entry["image_id"])
@@ -827,6 +865,13 @@ class StateStore:
         """Forget a file, if its name still maps to that image (a rename or move this
         run may have given the name to another image already)."""
         self._record({"op": "unfile", "album": album_id, "name": name, "image_id": image_id})
+
+    def refile(self, from_album: str, old_name: str, to_album: str, new_name: str,
+               record: FileRecord) -> None:
+        """A rename or move as one journal line: a crash between forgetting the old
+        name and recording the new one would leave the image recorded nowhere."""
+        self._record({"op": "refile", "album": from_album, "name": old_name,
+                      "to_album": to_album, "to_name": new_name, "record": list(record)})
 
     def add_to_delete(self, album_id: str, image_id: str) -> None:
         self._record({"op": "to_delete", "album": album_id, "image_id": image_id})
@@ -2394,9 +2439,8 @@ class Executor:
     def do_Rename(self, action: Rename) -> None:
         record = action.record
         f = action.file
-        self.state.drop_file(action.album, action.old_name, record.image_id)
-        self.state.set_file(action.album, f.name, record._replace(
-            size=f.size, mtime_ns=f.mtime_ns, inode=f.inode))
+        self.state.refile(action.album, action.old_name, action.album, f.name,
+                          record._replace(size=f.size, mtime_ns=f.mtime_ns, inode=f.inode))
         self.out.detail("= %s renamed to %s (no request)" % (
             self.where(action.album, action.old_name), f.name))
         self.tally.counts["renamed"] += 1
@@ -2429,17 +2473,24 @@ class Executor:
             taken = (image.datetime - CLOCK_OFFSET) * 1e9 if image.datetime else float("inf")
             mtime_ns = int(min(taken, self.scan_started_ns - 2 * COARSE_MTIME_NS))
             os.utime(tmp_path, ns=(time.time_ns(), mtime_ns))
+            content = content_hash(tmp_path, file_extension(name))
+            # Journaled before the photo appears in the folder: after a crash in between,
+            # the next run would otherwise take it for a new file (and upload it) while
+            # its image looked unknown (and was downloaded again).
+            pending = self.state.add_pending({"op": "download", "album": action.album,
+                                              "image_id": image.image_id, "hash": content,
+                                              "folder": folder})
             path = place_download(tmp_path, folder, name)
         finally:
             if os.path.exists(tmp_path):
                 os.unlink(tmp_path)
         st = os.stat(path)
-        content = content_hash(path, file_extension(path))
         # As a scan will see it: os.scandir reports inode 0 on Windows.
         inode = 0 if IS_WINDOWS else st.st_ino
         self.state.set_file(action.album, os.path.basename(path),
                             FileRecord(image.image_id, content, st.st_size, st.st_mtime_ns,
                                        inode))
+        self.state.resolve_pending(pending["id"])
         self.done("<", "download", self.where(action.album, os.path.basename(path)),
                   "downloaded", action.album)
         self._download_done(action.album)
@@ -2565,7 +2616,13 @@ class Executor:
                 raise
             except OutcomeUnknown:
                 self.api.backoff(attempt)
-                found = find_pending_upload(self.client, self.state, pending, {})
+                try:
+                    found = find_pending_upload(self.client, self.state, pending, {})
+                except RequestRefused as e:
+                    # The check failed, not the upload: its outcome stays unknown, and
+                    # so the pending record stays for the next run (status 0).
+                    raise RequestRefused("could not check whether the upload arrived: %s"
+                                         % e, 0) from None
                 if found:
                     return UploadResult(found[0], tuple(found[1:]))
         self.api._note_outcome(True)
@@ -2636,9 +2693,8 @@ class Executor:
         for item in action.items:
             record = item.record
             f = item.file
-            self.state.drop_file(action.source, item.old_name, record.image_id)
-            self.state.set_file(destination, f.name, record._replace(
-                size=f.size, mtime_ns=f.mtime_ns, inode=f.inode))
+            self.state.refile(action.source, item.old_name, destination, f.name,
+                              record._replace(size=f.size, mtime_ns=f.mtime_ns, inode=f.inode))
             self.done(">", "move", "%s -> %s" % (self.where(action.source, item.old_name),
                                                  self.where(destination, f.name)), "moved",
                       destination)
@@ -2802,6 +2858,28 @@ def read_albums(home: str, state: StateStore, out: Output) -> tuple:
     return data, parsed
 
 
+def settle_pending_downloads(state: StateStore, scans: dict) -> None:
+    """A download a crash cut between renaming the photo into place and recording it:
+    find the photo by its content in the scanned folder and record it (no request)."""
+    by_folder = {folder_key(folder): scan for folder, scan in scans.items()}
+    for pending in list(state.pending):
+        if pending["op"] != "download":
+            continue
+        scan = by_folder.get(folder_key(pending["folder"]))
+        album = state.albums.get(pending["album"])
+        if scan is None or album is None:
+            continue                            # its folder is not scanned this run
+        recorded = {record.image_id for record in album.files.values()}
+        if pending["image_id"] not in recorded:
+            for name, found in sorted(scan.files.items()):
+                if found.hash == pending["hash"] and name not in album.files:
+                    state.set_file(pending["album"], name, FileRecord(
+                        pending["image_id"], found.hash, found.size, found.mtime_ns,
+                        found.inode))
+                    break
+        state.resolve_pending(pending["id"])
+
+
 def settle_checked(parsed: ParsedAlbums, state: StateStore, scans: dict) -> list:
     """settle_targets, refusing (exit 2) lines that end up naming one album twice."""
     targets = settle_targets(parsed.lines, state, scans)
@@ -2861,6 +2939,7 @@ class SyncRun:
                 self.out.error("%s: cannot be read (%s); nothing done with it this run: "
                                "fix its permissions or remove it"
                                % (os.path.join(scan.folder, name), reason))
+        settle_pending_downloads(state, scans)
         targets = settle_checked(parsed, state, scans)
         for target in targets:
             scan = scans.get(target.folder)
@@ -2874,7 +2953,8 @@ class SyncRun:
                                    self.options.verify)
         plan = plan_sync(targets, scans, state, {}, plan_options)
         # Missing credentials are decided before anything changes (exit 5, SPEC §8).
-        needs_network = bool(plan.requests or plan.needs_remote or state.pending)
+        needs_network = bool(plan.requests or plan.needs_remote or any(
+            p["op"] in NETWORK_PENDING for p in state.pending))
         client = self.connect(state) if needs_network else None
         try:
             if client is not None:
@@ -2885,6 +2965,7 @@ class SyncRun:
                     self._restore_download_folder(target, remote)
                 plan = plan_sync(targets, scans, state, remote, plan_options)
                 self.hold_unsettled_uploads(plan)
+                self.clear_completed_downloads(state, remote, plan)
             self.report_plan_problems(plan)
             if self.options.dry_run:
                 print_plan(plan, state, self.out)
@@ -2945,6 +3026,8 @@ class SyncRun:
         """Settle uploads and album creations a crash left unanswered (SPEC §6)."""
         cache = {}
         for pending in list(state.pending):
+            if pending["op"] not in NETWORK_PENDING:
+                continue
             if pending["op"] == "create_album":
                 try:
                     found = find_pending_album(client, state, pending)
@@ -3033,6 +3116,16 @@ class SyncRun:
         return name
 
     # -- after the plan ----------------------------------------------------------------
+
+    def clear_completed_downloads(self, state: StateStore, remote: dict, plan: Plan) -> None:
+        """An album marked incomplete whose listing shows nothing left to download is
+        complete (a crash may have come between its last download and the flag)."""
+        downloading = {a.album for a in plan.actions if isinstance(a, Download)}
+        for album_id, listing in remote.items():
+            album = state.albums.get(album_id)
+            if album is not None and album.incomplete and listing.found \
+                    and not listing.error and album_id not in downloading:
+                state.set_album(album_id, incomplete=False)
 
     def hold_unsettled_uploads(self, plan: Plan) -> None:
         """No upload of a file whose earlier, interrupted upload could not be checked."""
@@ -3633,13 +3726,20 @@ class signals_held:
     def __enter__(self):
         self.caught = []
         self.previous = {}
-        if threading.current_thread() is threading.main_thread():
+        self.masked = hasattr(signal, "pthread_sigmask") and \
+            threading.current_thread() is threading.main_thread()
+        if self.masked:                     # POSIX: the kernel holds them, atomically
+            signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)
+        elif threading.current_thread() is threading.main_thread():
             for number in self.SIGNALS:
                 self.previous[number] = signal.signal(
                     number, lambda signum, frame: self.caught.append(signum))
         return self
 
     def __exit__(self, *exc):
+        if self.masked:                     # held signals are delivered here, as usual
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, self.SIGNALS)
+            return False
         for number, handler in self.previous.items():
             signal.signal(number, handler)
         if self.caught and exc[0] is None:
