@@ -1688,6 +1688,23 @@ class Output:
                     colour=None if not self.color_err else "green")
 
 
+class _LazyProgress:
+    """A bar made at its first update: a no-op run shows no empty 'hash: 0file' bar."""
+
+    def __init__(self, make):
+        self._make = make
+        self._bar = None
+
+    def update(self, n=1):
+        if self._bar is None:
+            self._bar = self._make()
+        self._bar.update(n)
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+
+
 class _NoProgress:
     def update(self, n=1):
         pass
@@ -1762,8 +1779,8 @@ class Credentials:
         except (ValueError, UnicodeDecodeError) as e:
             what = "not valid JSON (line %d, column %d)" % (e.lineno, e.colno) \
                 if isinstance(e, json.JSONDecodeError) else "not a JSON object of credentials"
-            raise UsageError("%s is %s: fix it, or delete it and run `imgurbox.py auth`"
-                             % (path, what))
+            raise UsageError("%s is %s: fix it, or delete it and run `%s`"
+                             % (path, what, auth_command()))
         except OSError as e:
             raise UsageError("cannot read %s: %s" % (path, e.strerror))
         for key, env in (("client_id", "IMGUR_CLIENT_ID"), ("client_secret", "IMGUR_CLIENT_SECRET")):
@@ -2103,8 +2120,9 @@ class Api:
                             register_secret(payload.get(key))
                         return payload
                     raise AuthError("Imgur refused the authorization (%s): run "
-                                    "`imgurbox.py auth` to authorize again"
-                                    % (_error_message(payload) or response.status_code))
+                                    "`%s` to authorize again"
+                                    % (_error_message(payload) or response.status_code,
+                                       auth_command()))
                 problem = "HTTP %d" % response.status_code
             if attempt + 1 < MAX_TRIES:
                 self.backoff(attempt)
@@ -2604,8 +2622,11 @@ class Executor:
         sent = [0]
 
         def on_bytes(total_read):
-            bar.update(max(0, total_read - sent[0]))
-            sent[0] = max(sent[0], total_read)
+            # Count the file's bytes only (not the multipart framing), so the bar's
+            # total, the sum of the file sizes, is reached and not passed.
+            counted = min(total_read, action.file.size)
+            bar.update(max(0, counted - sent[0]))
+            sent[0] = max(sent[0], counted)
         for attempt in range(MAX_TRIES):
             try:
                 answer = self.client.upload_file(action.file.path, pending["album"],
@@ -2901,7 +2922,7 @@ def scan_listed_folders(parsed: ParsedAlbums, state: StateStore, rehash: bool,
         if folder:
             known = album or by_key.get(folder_key(folder))
             folders[folder] = known.files if known else {}
-    bar = out.progress(None, "hash")
+    bar = _LazyProgress(lambda: out.progress(None, "hash"))    # shown once hashing starts
     scans = {}
     for folder, known in folders.items():
         scans[folder] = scan_folder(folder, known, state.scanned_at_ns, rehash, bar.update)
@@ -3016,8 +3037,8 @@ class SyncRun:
                     run_auth(self.home, self.out, self.log, take_lock=False)
                     credentials = Credentials.load(self.home, self.out)
             if not credentials.usable:
-                raise AuthError("imgurbox is not authorized yet: run `python3 imgurbox.py "
-                                "auth` (nothing was changed)")
+                raise AuthError("imgurbox is not authorized yet: run `%s` (nothing was "
+                                "changed)" % auth_command())
         self.api = Api(api_base_url(), credentials, self.log, self.out)
         self.api.rate.restore(state.rate)
         return make_client(self.api)
@@ -3490,43 +3511,66 @@ def run_status(home: str, out: Output) -> int:
     plan = plan_sync(targets, scans, state, {}, PlanOptions())
     last_ok = last_successful_run(home)
     for target in targets:
-        album = state.albums.get(target.album_id or "")
-        scan = scans.get(target.folder)
-        link = ALBUM_URL.format(target.album_id) if target.album_id else "(new album)"
-        print("%s  %s" % (target.folder or target.line.text, link))
-        if target.mode == "download":
-            print("  to do: download the album into a new folder")
-            continue
-        print("  synced: %d files%s" % (len(album.files) if album else 0,
-                                        "  (download-only)" if album and album.download_only else ""))
-        todo = collections.Counter()
-        for action in plan.actions:
-            moved_out = isinstance(action, Move) and target.album_id is not None \
-                and action.source == target.album_id
-            if action.album == target.key or moved_out:
-                todo[action.verb] += len(action.items) if isinstance(action, Move) else 1
-        print("  to do: %s" % (", ".join("%d %s" % (n, verb) for verb, n in sorted(todo.items()))
-                               if todo else "nothing"))
-        for held in plan.held:
-            if held.album == target.key:
-                print("  held back: %s" % held.reason)
-        for folder, message in plan.errors:
-            if folder == target.folder:
-                print("  %s" % message)
-        if scan is not None and scan.skipped:
-            print("  skipped: %s" % ", ".join("%d %s" % (n, e) for e, n in sorted(scan.skipped.items())))
-            for name in scan.skipped_names:
-                print("    %s" % name)
-        if album is not None:
-            last = max(filter(None, [album.last_sync, None if album.last_error else last_ok]),
-                       default=None)
-            print("  last sync: %s" % (last or "never"))
-            if album.last_error:
-                print("  last error: %s" % album.last_error)
+        print("\n".join(_status_of_folder(target, state, scans.get(target.folder), plan,
+                                           last_ok)))
     if state.pending:
-        print("%d operation(s) from an interrupted run will be checked on the next sync"
-              % len(state.pending))
+        print("%s not yet confirmed by Imgur (from an interrupted run, or one running now): "
+              "the next sync checks %s" % (_count(len(state.pending), "operation"),
+                                           "it" if len(state.pending) == 1 else "them"))
     return EXIT_OK
+
+
+# What `status` calls each kind of planned action.
+_STATUS_NOUNS = {"upload": "upload", "replace": "replacement", "delete": "deletion",
+                 "move": "move", "rename": "rename", "create album": "new album",
+                 "retitle album": "album title", "download": "download", "link": "link",
+                 "link album": "album link", "repair": "repair",
+                 "delete old version": "old version to delete"}
+
+
+def _count(number: int, noun: str) -> str:
+    return "%d %s%s" % (number, noun, "" if number == 1 else "s")
+
+
+def _status_of_folder(target: Target, state: StateStore, scan, plan: Plan, last_ok) -> list:
+    """The lines `status` prints for one albums.txt line."""
+    album = state.albums.get(target.album_id or "")
+    link = ALBUM_URL.format(target.album_id) if target.album_id else "(new album)"
+    lines = ["%s  %s" % (target.folder or target.line.text, link)]
+    if target.mode == "download":
+        return lines + ["  to do: download the album into a new folder"]
+    lines.append("  synced: %s%s" % (_count(len(album.files) if album else 0, "file"),
+                                     "  (download-only)" if album and album.download_only
+                                     else ""))
+    todo = collections.Counter()
+    for action in plan.actions:
+        moved_out = isinstance(action, Move) and target.album_id is not None \
+            and action.source == target.album_id
+        if action.album == target.key or moved_out:
+            noun = _STATUS_NOUNS.get(action.verb, action.verb)
+            todo[noun] += len(action.items) if isinstance(action, Move) else 1
+    held = [h.reason for h in plan.held if h.album == target.key]
+    errors = [message for folder, message in plan.errors if folder == target.folder]
+    refused = [name for folder, name in plan.refused if folder == target.folder]
+    waiting = ", ".join(_count(n, noun) for noun, n in sorted(todo.items()))
+    lines.append("  to do: %s" % (waiting or ("nothing that can run now (see below)"
+                                              if held or errors else "nothing")))
+    lines += ["  held back: %s" % reason for reason in held]
+    lines += ["  %s" % message for message in errors]
+    lines += ["  refused by Imgur: %s (tried again once it changes)" % name for name in refused]
+    if scan is not None:
+        lines += ["  cannot read: %s (%s)" % (name, reason) for name, reason in scan.unreadable]
+        if scan.skipped:
+            lines.append("  skipped: %s" % ", ".join(
+                "%d %s" % (n, e) for e, n in sorted(scan.skipped.items())))
+        lines += ["    %s" % name for name in scan.skipped_names]
+    if album is not None:
+        trusted_ok = None if (album.last_error or errors) else last_ok
+        last = max(filter(None, [album.last_sync, trusted_ok]), default=None)
+        lines.append("  last sync: %s" % (last or "never"))
+        if album.last_error:
+            lines.append("  last error: %s" % album.last_error)
+    return lines
 
 
 def last_successful_run(home: str) -> str | None:
@@ -3690,6 +3734,14 @@ def parse_args(argv: list) -> argparse.Namespace:
     return args
 
 
+_AUTH_HOME: list = []                       # the home, when not the script's folder
+
+
+def auth_command() -> str:
+    """The command that authorizes this very home, for messages."""
+    return "python3 imgurbox.py%s auth" % (' --home "%s"' % _AUTH_HOME[0] if _AUTH_HOME else "")
+
+
 def require_writable(home: str) -> None:
     if not os.access(home, os.W_OK):
         raise UsageError("cannot write in %s: imgurbox keeps its state, log and lock there "
@@ -3710,11 +3762,17 @@ def require_network_libraries() -> None:
 
 
 def resolve_home(args) -> str:
-    home = args.home or os.environ.get("IMGURBOX_HOME") or \
-        os.path.dirname(os.path.abspath(__file__))
-    home = os.path.abspath(os.path.expanduser(home))
+    script_folder = os.path.dirname(os.path.abspath(__file__))
+    source = "--home" if args.home else "IMGURBOX_HOME" if os.environ.get("IMGURBOX_HOME") \
+        else None
+    home = os.path.abspath(os.path.expanduser(args.home or os.environ.get("IMGURBOX_HOME")
+                                              or script_folder))
     if not os.path.isdir(home):
-        raise UsageError("home folder %s does not exist" % home)
+        raise UsageError("home folder %s (from %s) %s: create it, or name another" % (
+            home, source or "the script's folder",
+            "is not a folder" if os.path.exists(home) else "does not exist"))
+    if folder_key(home) != folder_key(script_folder):
+        _AUTH_HOME[:] = [home]
     return home
 
 

@@ -1580,11 +1580,11 @@ def main(argv=None) -> int:
         with os.fdopen(fd, 'w', encoding='utf-8') as file:
             file.write(credentials + '\n')
         os.chmod(path, 0o600)           # in case the file existed with other modes
-    print(f'Fake Imgur listening at {url}')
-    print(f'export IMGUR_API_URL={url}')
-    print(f'credentials.json (written to {path}):' if args.home else 'credentials.json:')
-    print(credentials, flush=True)
-    try:
+    try:                    # Ctrl-C may come as soon as the last line is out
+        print(f'Fake Imgur listening at {url}')
+        print(f'export IMGUR_API_URL={url}')
+        print(f'credentials.json (written to {path}):' if args.home else 'credentials.json:')
+        print(credentials, flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

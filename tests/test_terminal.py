@@ -386,7 +386,7 @@ def test_status_before_and_after_a_sync(home, fake):
     (folder / "p0.jpg").unlink()
     (folder / "new.jpg").write_bytes(jpeg(77))
     changed = status_of(home, fake)
-    assert re.search(r"1 upload", changed.stdout) and re.search(r"1 delete", changed.stdout), \
+    assert re.search(r"1 upload", changed.stdout) and re.search(r"1 deletion", changed.stdout), \
         changed.stdout
 
 
@@ -537,6 +537,6 @@ def test_status_counts_each_folders_own_changes_and_lists_skipped_files(home, fa
     result = status_of(home, fake)
     assert result.code == 0, result
     cats_block, dogs_block = result.stdout.split(str(dogs))
-    assert "to do: 1 delete, 1 replace" in cats_block, result.stdout
-    assert "to do: 1 create album, 1 upload" in dogs_block, result.stdout
+    assert "to do: 1 deletion, 1 replacement" in cats_block, result.stdout
+    assert "to do: 1 new album, 1 upload" in dogs_block, result.stdout
     assert "skipped: 1 .heic" in dogs_block and "IMG_1.HEIC" in dogs_block, result.stdout
