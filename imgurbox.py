@@ -725,7 +725,8 @@ class StateStore:
                 entry = json.loads(line)
             except ValueError:
                 if index >= len(lines) - 2:   # a last line cut short by a crash
-                    self._cut_journal(min(good_end, len(data)))
+                    data = data[:min(good_end, len(data))]
+                    self._cut_journal(len(data))
                     break
                 raise UsageError("%s is damaged at line %d. Restore %s over %s and "
                                  "delete the journal." % (self.journal_path, index + 1,
