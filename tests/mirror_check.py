@@ -1,7 +1,7 @@
 """Checks shared by the reliability, kill-point and scale tests: is the fake Imgur an
 exact mirror of the local folders, with nothing lost, nothing twice, no orphan?
 
-Used by tests/test_killpoints.py, tests/test_scale.py and tests/test_reliability.py.
+Used by the end-to-end test files; also the shared ways of counting the fake's requests.
 """
 
 from __future__ import annotations
@@ -119,5 +119,15 @@ def kind(request) -> str:
 
 
 def uploads(fake) -> list:
+    """The upload requests the fake received (POST /3/image or /3/upload)."""
     return [r for r in fake.api_requests() if r.method == "POST"
-            and r.path in ("/3/image", "/3/upload")]
+            and r.path.rstrip("/") in ("/3/image", "/3/upload")]
+
+
+def routes(fake) -> Counter:
+    """How many API requests of each 'METHOD /3/album/{id}/...' route the fake received."""
+    out = Counter()
+    for r in fake.api_requests():
+        path = re.sub(rf"^/3/(image|album)/{ID}", r"/3/\1/{id}", r.path.rstrip("/"))
+        out[f"{r.method} {path}"] += 1
+    return out

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from imagefiles import jpeg
+from mirror_check import uploads
 
 REPO = Path(__file__).resolve().parent.parent
 ALBUM_URL = re.compile(rb"-> https://imgur\.com/a/([A-Za-z0-9]+)")
@@ -32,10 +33,6 @@ def linked_ids(home) -> list[str]:
 
 def image_names(fake, album_id) -> list[str]:
     return sorted(field(fake.images[i], "name") for i in fake.album_image_ids(album_id))
-
-
-def uploads(fake):
-    return [r for r in fake.api_requests() if r.method == "POST" and r.path in ("/3/image", "/3/upload")]
 
 
 def album_creations(fake):

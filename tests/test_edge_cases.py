@@ -12,13 +12,13 @@ import re
 import textwrap
 import time
 import unicodedata
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from conftest import Home
 from imagefiles import jpeg
+from mirror_check import uploads, routes
 
 ID = r"[A-Za-z0-9]+"
 LINK = re.compile(r"-> https://imgur\.com/a/([A-Za-z0-9]+)")
@@ -26,10 +26,6 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".apng", ".gif", ".tif", ".
 
 
 # --------------------------------------------------------------------------- helpers
-
-def uploads(fake):
-    return [r for r in fake.api_requests()
-            if r.method == "POST" and r.path.rstrip("/") in ("/3/image", "/3/upload")]
 
 
 def deletes(fake):
@@ -58,14 +54,6 @@ def writes(fake):
 def link_fetches(fake):
     """Requests for image links (downloads), not API calls."""
     return [r for r in fake.requests if r.path.startswith("/i/")]
-
-
-def routes(fake) -> Counter:
-    out = Counter()
-    for r in fake.api_requests():
-        path = re.sub(rf"^/3/(image|album)/{ID}", r"/3/\1/{id}", r.path.rstrip("/"))
-        out[f"{r.method} {path}"] += 1
-    return out
 
 
 def photos_in(folder) -> dict:

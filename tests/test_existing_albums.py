@@ -14,6 +14,7 @@ from collections import Counter
 import pytest
 
 from imagefiles import jpeg, png
+from mirror_check import uploads, routes
 
 ID = r"[A-Za-z0-9]+"
 LINK = re.compile(r"-> https://imgur\.com/a/([A-Za-z0-9]+)")
@@ -21,10 +22,6 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".apng", ".gif", ".tif", ".
 
 
 # --------------------------------------------------------------------------- helpers
-
-def uploads(fake):
-    return [r for r in fake.api_requests()
-            if r.method == "POST" and r.path.rstrip("/") in ("/3/image", "/3/upload")]
 
 
 def deletes(fake):
@@ -43,14 +40,6 @@ def album_adds(fake):
 def link_fetches(fake):
     """Requests for image links (not API calls)."""
     return [r for r in fake.requests if r.path.startswith("/i/")]
-
-
-def routes(fake) -> Counter:
-    out = Counter()
-    for r in fake.api_requests():
-        path = re.sub(rf"^/3/(image|album)/{ID}", r"/3/\1/{id}", r.path.rstrip("/"))
-        out[f"{r.method} {path}"] += 1
-    return out
 
 
 def photos_in(folder) -> dict:
@@ -516,7 +505,7 @@ def test_verify_reuploads_an_image_deleted_on_imgur(home, fake):
     assert r.code == 0, r
     assert [u.value("name") for u in uploads(fake)] == ["b.jpg"]
     assert [u.value("album") for u in uploads(fake)] == [album_id]
-    assert routes(fake)[f"GET /3/album/{{id}}/images"] == 1
+    assert routes(fake)["GET /3/album/{id}/images"] == 1
     assert album_names(fake, album_id) == ["a.jpg", "b.jpg", "c.jpg"]
     new = state_files(home, album_id)["b.jpg"]
     assert new != old and new in fake.album_image_ids(album_id)

@@ -16,6 +16,7 @@ import pytest
 
 from fake_imgur import strip_metadata
 from imagefiles import gif, jpeg, png
+from mirror_check import uploads
 
 ALBUM_URL = re.compile(r"-> https://imgur\.com/a/([A-Za-z0-9]+)")
 ID = r"[A-Za-z0-9]+"
@@ -46,10 +47,6 @@ def route(req) -> str:
 
 def routes(fake) -> Counter:
     return Counter(route(r) for r in fake.api_requests())
-
-
-def uploads(fake):
-    return [r for r in fake.api_requests() if r.method == "POST" and r.path in ("/3/image", "/3/upload")]
 
 
 def deletes(fake):
