@@ -45,9 +45,9 @@ REPO = TESTS.parent
 IMGURBOX = REPO / "imgurbox.py"
 sys.path.insert(0, str(TESTS))
 
-from test_performance import kind, uploads  # noqa: E402  (one vocabulary for requests)
+from test_performance import big_jpeg, kind, uploads  # noqa: E402  (shared with the tests)
 from fake_imgur import FakeImgur  # noqa: E402
-from imagefiles import gif, jpeg, png, seed_bytes  # noqa: E402
+from imagefiles import gif, jpeg, png  # noqa: E402
 
 PY = sys.executable
 UNLIMITED = dict(user_limit=10**9, client_limit=10**9, post_limit=10**9)
@@ -126,19 +126,6 @@ def timed(argv, env=None, **kw) -> float:
     return elapsed
 
 
-
-
-def sized_jpeg(seed, size: int) -> bytes:
-    """A valid JPEG padded to about ``size`` bytes with COM segments (incompressible)."""
-    data = jpeg(seed)
-    pad = bytearray()
-    remaining, n = size - len(data), 0
-    while remaining > 4:
-        chunk = min(remaining - 4, 65533)
-        pad += b"\xff\xfe" + (chunk + 2).to_bytes(2, "big") + seed_bytes((seed, n), chunk, "p")
-        remaining -= chunk + 4
-        n += 1
-    return data[:2] + bytes(pad) + data[2:]
 
 
 def write_big_gif(path: Path, size: int) -> None:
@@ -271,7 +258,7 @@ BASELINE_UPLOADS = textwrap.dedent("""
 
 
 def bench_throughput(root: Path, count: int, size: int) -> list:
-    files = {"p%04d.jpg" % i: sized_jpeg(i, size) for i in range(count)}
+    files = {"p%04d.jpg" % i: big_jpeg(i, size) for i in range(count)}
     total = sum(map(len, files.values()))
     fake = FakeImgur(latency=0.1, **UNLIMITED)
     fake.start()
