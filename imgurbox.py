@@ -1713,9 +1713,6 @@ class _NoProgress:
     def close(self):
         pass
 
-    def set_postfix_str(self, *args, **kwargs):
-        pass
-
 
 def _ansi_terminal() -> bool:
     """Whether colour codes will show as colour: yes outside Windows; on Windows only
@@ -2275,9 +2272,8 @@ class Executor:
     """Applies a plan: albums, local bookkeeping, downloads, uploads (parallel),
     moves, repairs, deletions last. State is journaled after every remote change."""
 
-    def __init__(self, home, state, api, client, out, log, options: SyncOptions,
+    def __init__(self, state, api, client, out, log, options: SyncOptions,
                  tally: Tally, folders: dict, scan_started_ns: int):
-        self.home = home
         self.scan_started_ns = scan_started_ns  # downloads are dated before it
         self.state = state
         self.api = api
@@ -2994,7 +2990,7 @@ class SyncRun:
                 return EXIT_OK
             folders = {t.key: t.folder for t in targets}
             folders.update({a: s.folder for a, s in state.albums.items() if a not in folders})
-            executor = Executor(self.home, state, self.api, client, self.out, self.log,
+            executor = Executor(state, self.api, client, self.out, self.log,
                                 self.options, self.tally, folders, scan_started_ns)
             executor.run(plan.actions)
         except RateLimitError as e:              # before the executor ran (pending checks)
