@@ -13,6 +13,14 @@ from pathlib import Path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".apng", ".gif", ".tif", ".tiff", ".bmp"}
 ID = r"[A-Za-z0-9]+"
+LINK = re.compile(r"-> https://imgur\.com/a/([A-Za-z0-9]+)")   # a linked albums.txt line
+
+
+def field(record, name):
+    """A field of a fake album/image record (dict or object)."""
+    if isinstance(record, dict):
+        return record.get(name)
+    return getattr(record, name, None)
 
 
 def eligible_files(folder: Path) -> list[str]:

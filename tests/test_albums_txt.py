@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from imagefiles import jpeg
-from mirror_check import uploads
+from mirror_check import field, uploads
 
 REPO = Path(__file__).resolve().parent.parent
 ALBUM_URL = re.compile(rb"-> https://imgur\.com/a/([A-Za-z0-9]+)")
@@ -21,10 +21,6 @@ BOM = b"\xef\xbb\xbf"
 
 # --------------------------------------------------------------------------- helpers
 
-def field(record, name):
-    if isinstance(record, dict):
-        return record.get(name)
-    return getattr(record, name, None)
 
 
 def linked_ids(home) -> list[str]:

@@ -18,11 +18,9 @@ import pytest
 
 from conftest import Home
 from imagefiles import jpeg
-from mirror_check import uploads, routes
+from mirror_check import IMAGE_SUFFIXES, LINK, uploads, routes
 
 ID = r"[A-Za-z0-9]+"
-LINK = re.compile(r"-> https://imgur\.com/a/([A-Za-z0-9]+)")
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".apng", ".gif", ".tif", ".tiff", ".bmp"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -60,7 +58,7 @@ def photos_in(folder) -> dict:
     """Eligible, non-hidden files at the top of a folder: name -> bytes."""
     return {p.name: p.read_bytes() for p in Path(folder).iterdir()
             if p.is_file() and not p.name.startswith(".")
-            and p.suffix.lower() in IMAGE_EXTENSIONS}
+            and p.suffix.lower() in IMAGE_SUFFIXES}
 
 
 def album_bytes(fake, album_id) -> list:

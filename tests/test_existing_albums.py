@@ -14,11 +14,9 @@ from collections import Counter
 import pytest
 
 from imagefiles import jpeg, png
-from mirror_check import uploads, routes
+from mirror_check import IMAGE_SUFFIXES, LINK, uploads, routes
 
 ID = r"[A-Za-z0-9]+"
-LINK = re.compile(r"-> https://imgur\.com/a/([A-Za-z0-9]+)")
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".apng", ".gif", ".tif", ".tiff", ".bmp"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -45,7 +43,7 @@ def link_fetches(fake):
 def photos_in(folder) -> dict:
     """Eligible, non-hidden files at the top of a folder: name -> bytes."""
     return {p.name: p.read_bytes() for p in folder.iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS}
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES}
 
 
 def every_file(root) -> set:

@@ -316,7 +316,7 @@ def test_credit_reserve_keeps_10_percent_of_the_client_credits(home, fake):
     # ClientLimit 200: the reserve is 20. After the album (1) and 18 uploads, 19 are
     # left: the fake would take one more upload, the reserve does not let it start.
     fake.client_limit = 200
-    folder = new_folder(home, "A", files("a", 25))
+    new_folder(home, "A", files("a", 25))
     r = home.run("sync", "--jobs", "1")
     assert r.code == 4, r
     assert len(uploads(fake)) == 18
@@ -329,7 +329,7 @@ def test_credit_reserve_already_reached_starts_no_upload(home, fake):
     """A run that finds the application's credits under the 10 % reserve starts no
     upload (the previous run's answers said so), and exits 4."""
     fake.client_limit = 200
-    folder = new_folder(home, "A", files("a", 25))
+    new_folder(home, "A", files("a", 25))
     assert home.run("sync", "--jobs", "1").code == 4
     fake.reset_requests()
     r = home.run("sync")

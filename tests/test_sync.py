@@ -16,7 +16,7 @@ import pytest
 
 from fake_imgur import strip_metadata
 from imagefiles import gif, jpeg, png
-from mirror_check import uploads
+from mirror_check import field, uploads
 
 ALBUM_URL = re.compile(r"-> https://imgur\.com/a/([A-Za-z0-9]+)")
 ID = r"[A-Za-z0-9]+"
@@ -24,11 +24,6 @@ ID = r"[A-Za-z0-9]+"
 
 # --------------------------------------------------------------------------- helpers
 
-def field(record, name):
-    """A field of a fake album/image record (dict or object)."""
-    if isinstance(record, dict):
-        return record.get(name)
-    return getattr(record, name, None)
 
 
 def route(req) -> str:
