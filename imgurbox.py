@@ -110,6 +110,10 @@ RATE_WINDOW_TOLERANCE = 60          # seconds: reset times this close are one wi
 USER_CREDITS_FLOOR = 10              # no upload starts below this
 CLIENT_CREDITS_RESERVE = 0.10        # keep 10 % of the application's daily credits
 PENDING_CLOCK_SLACK = 120            # seconds: remote clocks and our clock disagree
+# After an abandoned upload or a crash, Imgur may still be storing an upload whose body it
+# received: a pending upload the check does not find is sent again only once its record is
+# this old (README, "Reliability").
+SETTLE_SECONDS = 30.0
 TAKEOVER_MATCH = 0.90
 DELETE_GUARD_MIN_FILES = 4
 DOWNLOAD_NAME_MAX = 120               # characters of a downloaded file's name
@@ -175,6 +179,15 @@ class RequestRefused(ImgurboxError):
 
 class OutcomeUnknown(ImgurboxError):
     """A request may or may not have been carried out (timeout, dropped line, 5xx)."""
+
+
+class UploadAbandoned(ImgurboxError):
+    """An upload given up because the run is stopping. `maybe_performed` is False when no
+    attempt's body was completely sent: Imgur cannot have stored it."""
+
+    def __init__(self, maybe_performed: bool):
+        super().__init__("upload abandoned")
+        self.maybe_performed = maybe_performed
 
 
 class Interrupted(ImgurboxError):
@@ -1965,6 +1978,7 @@ class Api:
         self.timeouts = (float(os.environ.get("IMGURBOX_CONNECT_TIMEOUT", CONNECT_TIMEOUT)),
                          float(os.environ.get("IMGURBOX_READ_TIMEOUT", READ_TIMEOUT)))
         self.backoff_scale = float(os.environ.get("IMGURBOX_BACKOFF_SCALE", 1.0))
+        self.settle_seconds = float(os.environ.get("IMGURBOX_SETTLE_SECONDS", SETTLE_SECONDS))
         self.requests_sent = 0
         self._local = threading.local()
         self._token_lock = threading.Lock()
@@ -2197,21 +2211,28 @@ def make_client(api: Api):
             return api.request(method, route, data=data, anon=force_anon,
                                idempotent=not route.rstrip("/").endswith(("album", "image", "upload")))
 
-        def upload_file(self, path: str, album_id: str, name: str, on_bytes) -> dict:
+        def upload_file(self, path: str, album_id: str, name: str, on_bytes,
+                        transfer: "Transfer") -> dict:
             """Binary multipart upload, streamed from disk (a third fewer bytes than
-            imgurpython's base64 form, in constant memory)."""
+            imgurpython's base64 form, in constant memory). `transfer` learns when the
+            whole body has been handed to the socket, and can abandon it before that."""
             from requests_toolbelt.multipart.encoder import (MultipartEncoder,
                                                              MultipartEncoderMonitor)
             mime = MIME_TYPES.get(file_extension(name), "application/octet-stream")
             opened = []
 
+            def read_body(monitor):
+                transfer.body_read(monitor.bytes_read, monitor.len)
+                on_bytes(monitor.bytes_read)
+
             def fresh_body():                       # one per attempt: a body is read once
+                transfer.new_attempt()
                 f = open(path, "rb")
                 opened.append(f)
                 encoder = MultipartEncoder(fields=[
                     ("album", album_id), ("name", name), ("type", "file"),
                     ("image", (name, f, mime))])
-                monitor = MultipartEncoderMonitor(encoder, lambda m: on_bytes(m.bytes_read))
+                monitor = MultipartEncoderMonitor(encoder, read_body)
                 return monitor, monitor.content_type
             try:
                 return api.request("POST", "image", files_body=fresh_body, idempotent=False)
@@ -2268,6 +2289,47 @@ class UploadResult(NamedTuple):
     extra_ids: tuple = ()              # other images a pending check found: reported
 
 
+class Transfer:
+    """One upload's body on its way out, shared by its worker and the main thread.
+
+    On Ctrl-C an upload whose body has been completely sent is finished (Imgur may store
+    it); one still sending is abandoned: the next read of its body raises, so the rest
+    never leaves and Imgur, without a whole body, cannot store it.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.sent_all = False           # this attempt's body is all handed to the socket
+        self.maybe_performed = False    # some attempt's body was all sent
+        self.abandoned = False
+
+    def new_attempt(self) -> None:
+        with self._lock:
+            if self.abandoned:
+                raise UploadAbandoned(self.maybe_performed)
+            self.sent_all = False
+
+    def body_read(self, done: int, total: int) -> None:
+        """Called after each read of the body, before those bytes are sent."""
+        with self._lock:
+            if self.abandoned and not self.sent_all:
+                raise UploadAbandoned(self.maybe_performed)
+            if done >= total:
+                self.sent_all = self.maybe_performed = True
+
+    def abandon_unless_sent(self) -> bool:
+        """Abandon it unless its body is all sent; True if it must be waited for."""
+        with self._lock:
+            if self.sent_all:
+                return True
+            self.abandoned = True
+            return False
+
+    def abandon(self) -> None:
+        with self._lock:
+            self.abandoned = True
+
+
 class Executor:
     """Applies a plan: albums, local bookkeeping, downloads, uploads (parallel),
     moves, repairs, deletions last. State is journaled after every remote change."""
@@ -2290,6 +2352,7 @@ class Executor:
         self.pending_of = {}                    # id(Upload) -> its pending record
         self.download_bar = _NoProgress()
         self.stopping = False
+        self.stop_event = threading.Event()     # set on Ctrl-C: workers stop waiting
 
     # -- helpers -------------------------------------------------------------------
 
@@ -2526,19 +2589,41 @@ class Executor:
         bar = self.out.progress(total_bytes, "upload", unit="B")
         done_queue = queue.Queue()
         work_queue = queue.Queue()
-        results, started, reported, in_flight = {}, 0, 0, 0
+        results, started, reported = {}, 0, 0
+        flying = {}                              # index -> Transfer, sent and unanswered
 
         def worker():
             while True:
                 item = work_queue.get()
                 if item is None:
                     return
-                index, action, pending = item
+                index, action, pending, transfer = item
                 try:
-                    result = self._send_upload(action, pending, bar)
+                    result = self._send_upload(action, pending, bar, transfer)
                 except BaseException as e:             # handed to the main thread
                     result = e
                 done_queue.put((index, result))
+
+        def take_answers(timeout: float) -> bool:
+            """Move finished uploads from the workers into `results`; False if none came."""
+            try:
+                finished = [done_queue.get(timeout=timeout)]
+            except queue.Empty:
+                return False
+            while True:                          # answers already in: take them all
+                try:
+                    finished.append(done_queue.get_nowait())
+                except queue.Empty:
+                    break
+            for index, result in finished:
+                flying.pop(index, None)
+                self.api.rate.release_upload()
+                results[index] = result
+                if isinstance(result, (RateLimitError, AuthError, ServiceDownError)):
+                    # Stop now, not when the result's turn to be reported comes:
+                    # otherwise the next upload would start after a 429.
+                    self.stop_for(result)
+            return True
 
         threads = [threading.Thread(target=worker, daemon=True, name="upload-%d" % i)
                    for i in range(min(jobs, len(uploads)))]
@@ -2548,10 +2633,10 @@ class Executor:
             while reported < len(uploads):
                 batch = []
                 while not self.stopping and started < len(uploads) and \
-                        in_flight + len(batch) < jobs:
+                        len(flying) + len(batch) < jobs:
                     prepared = self._prepare_upload(uploads[started])
                     if isinstance(prepared, dict):
-                        batch.append((started, uploads[started], prepared))
+                        batch.append((started, uploads[started], prepared, Transfer()))
                     else:
                         results[started] = prepared
                     started += 1
@@ -2561,35 +2646,59 @@ class Executor:
                     # upload, so one per upload would double a big first sync).
                     self.state.sync_journal()
                     for item in batch:
+                        flying[item[0]] = item[3]
                         work_queue.put(item)
-                    in_flight += len(batch)
                 while reported in results:
                     self._finish_upload(uploads[reported], results.pop(reported))
                     reported += 1
                 if reported >= started and (self.stopping or started >= len(uploads)):
                     break
-                if in_flight:
-                    try:
-                        finished = [done_queue.get(timeout=0.2)]
-                    except queue.Empty:
-                        continue
-                    while len(finished) < in_flight:  # answers already in: refill at once
-                        try:
-                            finished.append(done_queue.get_nowait())
-                        except queue.Empty:
-                            break
-                    for index, result in finished:
-                        in_flight -= 1
-                        self.api.rate.release_upload()
-                        results[index] = result
-                        if isinstance(result, (RateLimitError, AuthError, ServiceDownError)):
-                            # Stop now, not when the result's turn to be reported comes:
-                            # otherwise the next upload would start after a 429.
-                            self.stop_for(result)
+                if flying:
+                    take_answers(0.2)
+        except (KeyboardInterrupt, Interrupted):
+            self.stopping = True
+            self.stop_event.set()
+            self._land_in_flight(flying, take_answers)
+            for index in sorted(results):        # what came back, in plan order
+                if index >= reported:
+                    self._finish_upload(uploads[index], results[index])
+            raise
         finally:
             for _ in threads:
                 work_queue.put(None)
             bar.close()
+
+    def _land_in_flight(self, flying: dict, take_answers) -> None:
+        """After Ctrl-C or SIGTERM: abandon the uploads still sending their body, and wait
+        (up to the read timeout) for the answers to those Imgur has received whole, so
+        that they are recorded now rather than found, or missed, by the next run."""
+        awaited = {index for index, transfer in flying.items()
+                   if transfer.abandon_unless_sent()}
+        if awaited:
+            self.out.warn("stopping: waiting for Imgur's answer to %s it has received "
+                          "(press Ctrl-C again to abandon %s)"
+                          % (_count(len(awaited), "upload"),
+                             "it" if len(awaited) == 1 else "them"))
+        now = time.monotonic()
+        awaited_until = now + self.api.timeouts[1] + 1
+        abandoned_until = now + 2               # they stop at their next read of the body
+        try:
+            while flying:
+                now = time.monotonic()
+                waiting_for_awaited = awaited & set(flying) and now < awaited_until
+                if not waiting_for_awaited and now >= abandoned_until:
+                    break
+                take_answers(0.1)
+        except (KeyboardInterrupt, Interrupted):
+            unanswered = awaited & set(flying)
+            for transfer in flying.values():
+                transfer.abandon()
+            if unanswered:
+                self.out.warn("abandoned %s Imgur may have received: the next run looks "
+                              "for %s before sending %s again"
+                              % (_count(len(unanswered), "upload"),
+                                 "it" if len(unanswered) == 1 else "them",
+                                 "it" if len(unanswered) == 1 else "them"))
 
     def _prepare_upload(self, action: Upload):
         """Checks before an upload starts; returns its pending record, or a result."""
@@ -2614,7 +2723,8 @@ class Executor:
         self.pending_of[id(action)] = pending
         return pending
 
-    def _send_upload(self, action: Upload, pending: dict, bar) -> UploadResult:
+    def _send_upload(self, action: Upload, pending: dict, bar,
+                     transfer: Transfer) -> UploadResult:
         """In a worker thread: send, and after an unknown outcome look before resending."""
         sent = [0]
 
@@ -2627,24 +2737,40 @@ class Executor:
         for attempt in range(MAX_TRIES):
             try:
                 answer = self.client.upload_file(action.file.path, pending["album"],
-                                                 action.file.name, on_bytes)
+                                                 action.file.name, on_bytes, transfer)
                 return UploadResult(str(answer["id"]))
             except (AuthError, RateLimitError) as e:
                 e.not_sent = attempt == 0               # refused outright: nothing pending
                 raise
             except OutcomeUnknown:
+                if self.stopping:                   # the next run looks for it
+                    raise UploadAbandoned(True) from None
                 self.api.backoff(attempt)
-                try:
-                    found = find_pending_upload(self.client, self.state, pending, {})
-                except RequestRefused as e:
-                    # The check failed, not the upload: its outcome stays unknown, and
-                    # so the pending record stays for the next run (status 0).
-                    raise RequestRefused("could not check whether the upload arrived: %s"
-                                         % e, 0) from None
+                found = self._look_for_upload(pending, settle=True)
                 if found:
                     return UploadResult(found[0], tuple(found[1:]))
         self.api._note_outcome(True)
         raise RequestRefused("upload failed %d times with no answer" % MAX_TRIES, 0)
+
+    def _look_for_upload(self, pending: dict, settle: bool) -> list:
+        """The pending check, in a worker. Imgur may still be storing what it received,
+        so before a resend a record younger than the settle time waits out the rest and
+        looks again."""
+        try:
+            found = find_pending_upload(self.client, self.state, pending, {})
+            wait = pending["since"] + self.api.settle_seconds - imgur_time()
+            if found or not settle or wait <= 0:
+                return found
+            self.out.detail("waiting %.0f s for Imgur to finish storing %s before sending "
+                            "it again" % (wait, pending["name"]))
+            if self.stop_event.wait(wait):
+                raise UploadAbandoned(True)
+            return find_pending_upload(self.client, self.state, pending, {})
+        except RequestRefused as e:
+            # The check failed, not the upload: its outcome stays unknown, and so the
+            # pending record stays for the next run (status 0).
+            raise RequestRefused("could not check whether the upload arrived: %s"
+                                 % e, 0) from None
 
     def _finish_upload(self, action: Upload, result) -> None:
         """In the main thread, in plan order: record, print, log."""
@@ -2652,6 +2778,10 @@ class Executor:
         where = self.where(action.album, f.name)
         pending = self.pending_of.pop(id(action), None)
         if result is None or result == "not started":
+            return
+        if isinstance(result, UploadAbandoned):
+            if pending and not result.maybe_performed:
+                self.state.resolve_pending(pending["id"])   # its body never left whole
             return
         if result in ("vanished", "changed"):
             self.out.warn("%s %s since the scan: it waits for the next run" % (where, result))
@@ -3042,7 +3172,7 @@ class SyncRun:
 
     def resolve_pending(self, client, state: StateStore) -> None:
         """Settle uploads and album creations a crash left unanswered (SPEC §6)."""
-        cache = {}
+        young = []
         for pending in list(state.pending):
             if pending["op"] not in NETWORK_PENDING:
                 continue
@@ -3069,34 +3199,69 @@ class SyncRun:
             if pending["album"] not in state.albums:
                 state.resolve_pending(pending["id"])
                 continue
-            try:
-                found = find_pending_upload(client, state, pending, cache)
-            except RequestRefused as e:
-                if e.status != 404:
-                    # Unsettled: that file is not uploaded again this run (it may be on
-                    # Imgur already); the check is repeated next run.
-                    self.unsettled.add((pending["album"], pending["name"]))
-                    self.tally.failed += 1
-                    self.out.error("cannot check an interrupted upload of %s: %s"
-                                   % (pending["name"], e))
-                    continue
-                found = []
-            if found:
-                # The name may still hold the version this upload replaces: keep that
-                # image recorded for deletion, or it would be forgotten on Imgur.
-                old = state.albums[pending["album"]].files.get(pending["name"])
-                if old is not None and old.image_id != found[0]:
-                    state.add_to_delete(pending["album"], old.image_id)
-                state.set_file(pending["album"], pending["name"], FileRecord(
-                    found[0], pending["hash"], pending["size"], pending["mtime_ns"],
-                    pending["inode"]))
-                self.log.write("adopted image %s for %s" % (found[0], pending["name"]))
-                for extra in found[1:]:
-                    state.ignore_image(pending["album"], extra)
-                    self.tally.failed += 1
-                    self.out.error("image %s looks like a second copy of %s; left alone"
-                                   % (extra, pending["name"]))
-            state.resolve_pending(pending["id"])
+            young.append(pending)
+        self.resolve_pending_uploads(client, state, young)
+
+    def resolve_pending_uploads(self, client, state: StateStore, pendings: list) -> None:
+        """Look for interrupted uploads; one not found that is younger than the settle
+        time may still be being stored by Imgur: wait out the rest, then look again."""
+        cache, young = {}, []
+        for pending in pendings:
+            found = self._check_pending_upload(client, state, pending, cache)
+            if found is None:
+                continue
+            if not found and \
+                    pending["since"] + self.api.settle_seconds > imgur_time():
+                young.append(pending)
+                continue
+            self._settle_pending_upload(state, pending, found)
+        if not young:
+            return
+        wait = max(p["since"] for p in young) + self.api.settle_seconds - imgur_time()
+        if wait > 0:
+            self.out.info("waiting %.0f s for Imgur to finish %s an interrupted run sent, "
+                          "so that nothing is uploaded twice"
+                          % (wait, _count(len(young), "upload")))
+            time.sleep(wait)
+        cache = {}
+        for pending in young:
+            found = self._check_pending_upload(client, state, pending, cache)
+            if found is not None:
+                self._settle_pending_upload(state, pending, found)
+
+    def _check_pending_upload(self, client, state: StateStore, pending: dict, cache: dict):
+        """The candidates for a pending upload, or None when the check itself failed."""
+        try:
+            return find_pending_upload(client, state, pending, cache)
+        except RequestRefused as e:
+            if e.status == 404:
+                return []
+            # Unsettled: that file is not uploaded again this run (it may be on Imgur
+            # already); the check is repeated next run.
+            self.unsettled.add((pending["album"], pending["name"]))
+            self.tally.failed += 1
+            self.out.error("cannot check an interrupted upload of %s: %s"
+                           % (pending["name"], e))
+            return None
+
+    def _settle_pending_upload(self, state: StateStore, pending: dict, found: list) -> None:
+        """Adopt the oldest candidate (if any) and resolve the record."""
+        if found:
+            # The name may still hold the version this upload replaces: keep that
+            # image recorded for deletion, or it would be forgotten on Imgur.
+            old = state.albums[pending["album"]].files.get(pending["name"])
+            if old is not None and old.image_id != found[0]:
+                state.add_to_delete(pending["album"], old.image_id)
+            state.set_file(pending["album"], pending["name"], FileRecord(
+                found[0], pending["hash"], pending["size"], pending["mtime_ns"],
+                pending["inode"]))
+            self.log.write("adopted image %s for %s" % (found[0], pending["name"]))
+            for extra in found[1:]:
+                state.ignore_image(pending["album"], extra)
+                self.tally.failed += 1
+                self.out.error("image %s looks like a second copy of %s; left alone"
+                               % (extra, pending["name"]))
+        state.resolve_pending(pending["id"])
 
     def fetch_remote(self, client, state: StateStore, targets: list, plan: Plan) -> dict:
         """GET the albums the plan needs to see: lines to link or download, --verify."""

@@ -29,6 +29,7 @@ collect_ignore = ['bench']
 RUN_ENV = {
     'IMGURBOX_BACKOFF_SCALE': '0.01',
     'IMGURBOX_READ_TIMEOUT': '5',
+    'IMGURBOX_SETTLE_SECONDS': '0',
     'NO_COLOR': '1',
 }
 

