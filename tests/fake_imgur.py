@@ -662,6 +662,7 @@ class FakeImgur:
         self.errors: list[str] = []        # internal errors of the fake (should stay empty)
         self.connections = 0               # TCP connections accepted so far
 
+        self._serving = 0                 # requests between arrival and answer
         self._server = None
         self._thread = None
         self._open_sockets = set()
@@ -935,8 +936,26 @@ class FakeImgur:
             self.requests.append(request)
         return request
 
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until no request is being served (a test's next run must not race with
+        the last one's requests, unless that race is what it tests)."""
+        deadline = time.monotonic() + timeout
+        while self._serving and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self._serving:
+            raise AssertionError(f'{self._serving} requests still being served')
+
     def _respond(self, request: Request) -> _Answer | None:
         """Latency, faults and hook around acting; None means: drop the connection."""
+        with self._lock:
+            self._serving += 1
+        try:
+            return self._respond_unlocked(request)
+        finally:
+            with self._lock:
+                self._serving -= 1
+
+    def _respond_unlocked(self, request: Request) -> _Answer | None:
         if self.latency > 0:
             time.sleep(self.latency)
         with self._lock:
@@ -951,7 +970,13 @@ class FakeImgur:
             if kind in ANSWERING_FAULTS:
                 answer = self._fault_answer(fault, request)
                 if request.path.startswith('/3/'):
-                    answer.headers += self._rate_headers(request)
+                    headers = self._rate_headers(request)
+                    if kind == 'rate_limit':
+                        # A real limit shows in the headers: the hour's credits are spent
+                        # (a 429 with credits left is how Imgur answers a stale token).
+                        headers = [(name, '0' if name == 'X-RateLimit-UserRemaining'
+                                    else value) for name, value in headers]
+                    answer.headers += headers
             else:
                 answer = self._act(request)
             request.status = answer.status
@@ -1527,7 +1552,11 @@ class _Handler(BaseHTTPRequestHandler):
                 pass                                    # trailers
             return b''.join(chunks)
         length = int(self.headers.get('Content-Length') or 0)
-        return self.rfile.read(length) if length > 0 else b''
+        body = self.rfile.read(length) if length > 0 else b''
+        if len(body) < length:
+            # The client went away mid-body: a server never acts on half a request.
+            raise ValueError('body cut short')
+        return body
 
     def _send(self, answer: _Answer) -> None:
         try:
