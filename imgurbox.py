@@ -114,6 +114,7 @@ PENDING_CLOCK_SLACK = 120            # seconds: remote clocks and our clock disa
 # received: a pending upload the check does not find is sent again only once its record is
 # this old (README, "Reliability").
 SETTLE_SECONDS = 30.0
+STALE_READ_PAUSE = 2.0               # seconds: a read right after a write may be stale
 TAKEOVER_MATCH = 0.90
 DELETE_GUARD_MIN_FILES = 4
 DOWNLOAD_NAME_MAX = 120               # characters of a downloaded file's name
@@ -167,6 +168,11 @@ class RateLimitError(ImgurboxError):
 class ServiceDownError(ImgurboxError):
     """Imgur failed several requests in a row, each after every try: stop early."""
     exit_code = EXIT_FAILED
+
+
+class NetworkBlocked(ServiceDownError):
+    """Imgur refuses this network or country (400 with `CDN-Error: yes`): no file is at
+    fault and no retry helps, so the run stops."""
 
 
 class RequestRefused(ImgurboxError):
@@ -226,6 +232,9 @@ class AlbumState:
     ignored: list = dataclasses.field(default_factory=list)      # ambiguous remote IDs
     last_sync: str | None = None
     last_error: str | None = None
+    # An album this tool created that Imgur has not yet shown as hidden: nothing is
+    # uploaded into it until a read-back does (it may be public).
+    privacy_unverified: bool = False
 
 
 @dataclasses.dataclass
@@ -322,6 +331,8 @@ class Action:
 class CreateAlbum(Action):
     folder: str = ""
     title: str = ""
+    # The creation, then a read-back that shows it hidden before any photo goes in.
+    requests, credits = 2, 2 * CALL_CREDITS
     symbol, verb = "*", "create album"
 
 
@@ -1903,6 +1914,21 @@ class RateView:
             self.in_flight += UPLOAD_CREDITS
             return None
 
+    def exhausted(self) -> str | None:
+        """Why the credits seen last are down to a reserve, or None (also when no answer
+        has shown any): a 429 with credits left is about the token, not the limit."""
+        with self._lock:
+            if self.client_remaining is not None and self.client_remaining <= 0:
+                return "the application's daily credits are used up"
+            if self.user_remaining is not None and self.user_remaining < USER_CREDITS_FLOOR:
+                return "Imgur's hourly credits for this account are used up"
+            if self.client_limit and self.client_remaining is not None and \
+                    self.client_remaining < CLIENT_CREDITS_RESERVE * self.client_limit:
+                return "the application's daily credits are down to the 10 % reserve"
+            if self.post_remaining is not None and self.post_remaining < 1:
+                return "Imgur's hourly limit of uploads from this address is reached"
+            return None
+
     def release_upload(self) -> None:
         with self._lock:
             self.in_flight = max(0, self.in_flight - UPLOAD_CREDITS)
@@ -1957,7 +1983,25 @@ def _error_message(payload) -> str:
 
 
 def _is_over_capacity(status: int, message: str) -> bool:
-    return status == 403 and "over capacity" in message.lower()
+    """Overload, in the 403 form or (seen in 2025) a 500 or 429 envelope."""
+    return (status in (403, 429) or status >= 500) and "over capacity" in message.lower()
+
+
+def _is_network_block(status: int, headers) -> bool:
+    """Imgur refusing this network or country, not the file: 400 with `CDN-Error: yes`."""
+    return status == 400 and str(headers.get("CDN-Error", "")).strip().lower() == "yes"
+
+
+def _is_ownership_refusal(message: str) -> bool:
+    """A 403 about whose images or albums these are: never a token problem."""
+    text = message.lower()
+    return any(words in text for words in ("must own", "permission", "not the owner",
+                                           "do not own", "don't own", "forbidden"))
+
+
+def _is_token_message(message: str) -> bool:
+    text = message.lower()
+    return "token" in text or "authenticat" in text or "unauthorized" in text
 
 
 def _is_rate_limit(status: int, message: str) -> bool:
@@ -2005,6 +2049,10 @@ class Api:
             time.sleep(delay)
         return delay
 
+    def pause(self) -> None:
+        """Wait for Imgur's reads to catch up with a write (scaled like backoff)."""
+        time.sleep(STALE_READ_PAUSE * self.backoff_scale)
+
     def _auth_header(self, anon: bool) -> tuple:
         token = self.credentials["access_token"]
         if anon or not token:
@@ -2047,19 +2095,33 @@ class Api:
                 problem, unknown = "no answer from %s (%s)" % (
                     urllib.parse.urlsplit(url).netloc, type(e).__name__), True
             else:
+                # A 429 without rate headers is judged by the previous answer's: update()
+                # keeps what no header replaces.
                 self.rate.update(response.headers)
                 payload = _parse_json(response)
                 status = response.status_code
                 message = _error_message(payload)
-                if _is_rate_limit(status, message):
-                    raise RateLimitError("Imgur's rate limit: %s" % (message or status),
-                                         self.rate.reset_at())
+                if _is_network_block(status, response.headers):
+                    raise NetworkBlocked(
+                        "Imgur refuses requests from this network or country (HTTP 400 "
+                        "%r, CDN-Error): nothing is wrong with your files and none was "
+                        "marked refused; try again from another network" % (message or ""))
                 if _is_over_capacity(status, message) or (status == 403 and payload is None):
                     problem = "Imgur is over capacity (HTTP %d)" % status
+                elif status == 429 and not anon and not refreshed and \
+                        self.credentials["refresh_token"] and not self.rate.exhausted() \
+                        and self.refresh(token_used):
+                    # Since 2025 Imgur answers some stale tokens with a 429 while the
+                    # credits are plainly left: one refresh is free, and tells them apart.
+                    refreshed = True
+                    continue
+                elif _is_rate_limit(status, message):
+                    raise RateLimitError("Imgur's rate limit: %s" % (message or status),
+                                         self.rate.reset_at())
                 elif status >= 500 or payload is None:
                     problem, unknown = "HTTP %d%s" % (status, "" if payload is not None
                                                       else ", not JSON"), True
-                elif status in (401, 403) and not anon:
+                elif self._is_token_problem(status, message) and not anon:
                     if refreshed or not self.credentials["refresh_token"] \
                             or not self.refresh(token_used):
                         self._note_outcome(False)
@@ -2084,6 +2146,16 @@ class Api:
                 raise RequestRefused("%s %s failed %d times: %s"
                                      % (method, route, attempt, last_problem), 0)
             waited += self.backoff(attempt - 1)
+
+    @staticmethod
+    def _is_token_problem(status: int, message: str) -> bool:
+        """A 401, or a 403 that is about the access token (or says nothing at all); a
+        403 about ownership or permission refuses that one request only."""
+        if status == 401:
+            return True
+        if status != 403 or _is_ownership_refusal(message):
+            return False
+        return _is_token_message(message) or not message.strip()
 
     def refresh(self, token_used: str | None) -> bool:
         """Exchange the refresh token for a new access token; save the answer at once.
@@ -2206,10 +2278,46 @@ def make_client(api: Api):
 
         def make_request(self, method, route, data=None, force_anon=False):
             method = method.upper()
+            if route.startswith("album") and route.rstrip("/").endswith("remove_images"):
+                method = "POST"                 # the DELETE form now removes nothing
+            if route.startswith("album") and method in ("POST", "PUT"):
+                return self.album_write(route, data or {})
             if method in ("GET", "DELETE"):
                 return api.request(method, route, params=data, anon=force_anon)
             return api.request(method, route, data=data, anon=force_anon,
-                               idempotent=not route.rstrip("/").endswith(("album", "image", "upload")))
+                               idempotent=not route.rstrip("/").endswith(("image", "upload")))
+
+        def album_write(self, route: str, fields: dict):
+            """An album write as multipart/form-data, one `ids[]` part per ID: Imgur
+            refuses form-urlencoded album writes since December 2024 (Apollo-Reborn
+            PR #61; PyImgur, March 2025), and imgurpython sends exactly those."""
+            from requests_toolbelt.multipart.encoder import MultipartEncoder
+            parts = []
+            for key, value in fields.items():
+                if isinstance(value, (list, tuple)):
+                    parts += [(key.rstrip("[]") + "[]", str(item)) for item in value]
+                elif isinstance(value, str) and key in ("ids", "ids[]"):
+                    parts += [("ids[]", item) for item in value.split(",") if item]
+                elif value is not None:
+                    parts.append((key, str(value)))
+
+            def fresh_body():
+                encoder = MultipartEncoder(fields=parts)
+                return encoder, encoder.content_type
+            creating = route.rstrip("/") == "album"
+            return api.request("POST", route, files_body=fresh_body, idempotent=not creating)
+
+        def create_album(self, fields):
+            return self.album_write("album", fields)
+
+        def album_add_images(self, album_id, ids):
+            return self.album_write("album/%s/add" % album_id, {"ids": list(ids)})
+
+        def album_remove_images(self, album_id, ids):
+            return self.album_write("album/%s/remove_images" % album_id, {"ids": list(ids)})
+
+        def update_album(self, album_id, fields):
+            return self.album_write("album/%s" % album_id, fields)
 
         def upload_file(self, path: str, album_id: str, name: str, on_bytes,
                         transfer: "Transfer") -> dict:
@@ -2474,8 +2582,18 @@ class Executor:
             if not isinstance(sys.exc_info()[1], (OutcomeUnknown, Interrupted, KeyboardInterrupt)):
                 self.failed_keys.add(action.album)
             raise
-        self._record_new_album(album_id, action.folder, action.title)
+        # Recorded before the read-back, so that an album that turns out public is known
+        # (and checked again next run) rather than forgotten on Imgur.
+        self.state.set_album(album_id, folder=action.folder, listed=True,
+                             title=action.title, privacy_unverified=True)
         self.state.resolve_pending(pending["id"])
+        problem = check_album_hidden(self.client, album_id, action.title, self.api.pause)
+        if problem:
+            self.failed_keys.add(action.album)
+            self.folders[album_id] = action.folder
+            self.fail(unverified_album_message(action.folder, album_id, problem))
+            return
+        self._record_new_album(album_id, action.folder, action.title)
         self.album_ids[action.album] = album_id
 
     def _send_create_album(self, action, pending) -> str:
@@ -2494,13 +2612,14 @@ class Executor:
         raise RequestRefused("album creation failed %d times" % MAX_TRIES, 0)
 
     def _record_new_album(self, album_id: str, folder: str, title: str) -> None:
-        self.state.set_album(album_id, folder=folder, listed=True, title=title)
+        self.state.set_album(album_id, folder=folder, listed=True, title=title,
+                             privacy_unverified=False)
         self.folders[album_id] = folder
         self.announced.add(album_id)
         self.done("*", "album", "%s %s" % (title, ALBUM_URL.format(album_id)), "new albums")
 
     def do_RetitleAlbum(self, action: RetitleAlbum) -> None:
-        self.client.make_request("POST", "album/%s" % action.album, {"title": action.title})
+        self.client.update_album(action.album, {"title": action.title})
         self.state.set_album(action.album, title=action.title,
                              folder=self.folders.get(action.album, ""))
         self.log.write("retitle album %s %r" % (action.album, action.title))
@@ -2835,10 +2954,24 @@ class Executor:
         destination = self.album_id(action.album)
         if destination is None:
             return
-        ids = [item.image_id for item in action.items]
-        self.client.album_add_images(destination, ids)
-        self.client.album_remove_images(action.source, ids)
-        for item in action.items:
+        items = list(action.items)
+        try:
+            self.client.album_add_images(destination, [item.image_id for item in items])
+        except RequestRefused as e:
+            # Imgur refuses the whole add if one image of it is gone (403 "You must own
+            # all the image ids ..."): upload the gone ones, add the rest.
+            if e.status != 403:
+                raise
+            gone = [item for item in items if not self._image_exists(item.image_id)]
+            if not gone:
+                raise
+            items = [item for item in items if item not in gone]
+            if items:
+                self.client.album_add_images(destination, [item.image_id for item in items])
+            self._upload_gone_images(action.source, destination, gone)
+        if items:
+            self.client.album_remove_images(action.source, [item.image_id for item in items])
+        for item in items:
             record = item.record
             f = item.file
             self.state.refile(action.source, item.old_name, destination, f.name,
@@ -2846,6 +2979,24 @@ class Executor:
             self.done(">", "move", "%s -> %s" % (self.where(action.source, item.old_name),
                                                  self.where(destination, f.name)), "moved",
                       destination)
+
+    def _image_exists(self, image_id: str) -> bool:
+        try:
+            self.client.make_request("GET", "image/%s" % image_id)
+        except RequestRefused as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+    def _upload_gone_images(self, source: str, destination: str, gone: list) -> None:
+        """Files whose image was deleted on Imgur go up again, into their new album.
+        They are uploads, not replacements: the delete guard does not count them."""
+        for item in gone:
+            self.state.drop_file(source, item.old_name, item.image_id)
+            self.out.detail("%s: image %s is gone on Imgur; uploading it again"
+                            % (self.where(source, item.old_name), item.image_id))
+        self.run_uploads([Upload(destination, file=item.file, repair=True) for item in gone])
 
     def do_Repair(self, action: Repair) -> None:
         try:
@@ -2894,6 +3045,42 @@ class Executor:
                 raise
 
 
+def check_album_hidden(client, album_id: str, title: str, pause) -> str | None:
+    """Read a new album back; None once Imgur shows it hidden, else what it shows.
+
+    Imgur has ignored fields of album writes (and a new album takes the account's default
+    privacy, which may be public), so the privacy sent is not taken on trust. A read
+    right after a write may be stale: a difference is read again after a pause. If the
+    album still differs, one update sets title and privacy, and a second read checks.
+    """
+    def read_settled():
+        seen = _album_view(client.make_request("GET", "album/%s" % album_id))
+        if seen != (title, "hidden"):
+            pause()
+            seen = _album_view(client.make_request("GET", "album/%s" % album_id))
+        return seen
+    seen = read_settled()
+    if seen == (title, "hidden"):
+        return None
+    client.update_album(album_id, {"title": title, "privacy": "hidden"})
+    seen = read_settled()
+    if seen[1] == "hidden":
+        return None
+    return "Imgur shows its privacy as %r" % (seen[1] or "unknown")
+
+
+def _album_view(data) -> tuple:
+    if not isinstance(data, dict):
+        return ("", None)
+    return (str(data.get("title") or ""), data.get("privacy"))
+
+
+def unverified_album_message(folder: str, album_id: str, problem: str) -> str:
+    return ("%s: album %s may be public (%s), so nothing was uploaded into it; the next "
+            "run checks it again first. To make sure, set it to hidden on imgur.com"
+            % (folder, ALBUM_URL.format(album_id), problem))
+
+
 def find_pending_upload(client, state: StateStore, pending: dict, cache: dict) -> list:
     """IDs of images that may be this pending upload: unknown to the state, same name,
     made no earlier than 120 s before it was recorded; oldest first (SPEC §6)."""
@@ -2910,7 +3097,9 @@ def find_pending_upload(client, state: StateStore, pending: dict, cache: dict) -
 
 
 def find_pending_album(client, state: StateStore, pending: dict) -> list:
-    """IDs of albums that may be this pending creation (title, time, unknown ID)."""
+    """IDs of albums that may be this pending creation: made since it was recorded and
+    unknown to the state; the title only breaks ties, since Imgur has been seen to
+    ignore the fields of an album write."""
     since = pending["since"] - PENDING_CLOCK_SLACK
     found, page = [], 0
     while True:
@@ -2918,14 +3107,25 @@ def find_pending_album(client, state: StateStore, pending: dict) -> list:
         # object, which this client (its make_request replaced) does not have.
         albums = client.make_request("GET", "account/me/albums/%d" % page) or []
         for album in albums:
-            if album.get("title") == pending["title"] and \
-                    int(album.get("datetime") or 0) >= since and \
-                    album.get("id") not in state.albums:
-                found.append((int(album.get("datetime") or 0), str(album["id"])))
+            if not isinstance(album, dict) or not album.get("id"):
+                continue
+            made = _as_int(album.get("datetime"))
+            if made >= since and str(album["id"]) not in state.albums:
+                found.append((made, str(album["id"]), album.get("title") == pending["title"]))
         if len(albums) < ALBUMS_PER_PAGE:
             break
         page += 1
-    return [album_id for _, album_id in sorted(found)]
+    if len(found) > 1:
+        found = [candidate for candidate in found if candidate[2]] or found
+    return [album_id for _, album_id, _ in sorted(found)]
+
+
+def _as_int(value) -> int:
+    """A number field of an answer; "" or null (unset fields) count as 0."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def safe_file_name(name: str | None, image_id: str, mime: str | None) -> str:
@@ -3102,17 +3302,22 @@ class SyncRun:
         plan = plan_sync(targets, scans, state, {}, plan_options)
         # Missing credentials are decided before anything changes (exit 5, SPEC §8).
         needs_network = bool(plan.requests or plan.needs_remote or any(
-            p["op"] in NETWORK_PENDING for p in state.pending))
+            p["op"] in NETWORK_PENDING for p in state.pending) or any(
+            a.privacy_unverified and a.listed for a in state.albums.values()))
         client = self.connect(state) if needs_network else None
         try:
+            held_albums = set()
             if client is not None:
                 self.resolve_pending(client, state)
+                held_albums = self.check_unverified_albums(client, state)
                 remote = self.fetch_remote(client, state, targets, plan)
                 targets = settle_checked(parsed, state, scans)
                 for target in targets:
                     self._restore_download_folder(target, remote)
                 plan = plan_sync(targets, scans, state, remote, plan_options)
                 self.hold_unsettled_uploads(plan)
+                plan.actions = [a for a in plan.actions if a.album not in held_albums
+                                and getattr(a, "source", None) not in held_albums]
                 self.clear_completed_downloads(state, remote, plan)
             self.report_plan_problems(plan)
             if self.options.dry_run:
@@ -3191,8 +3396,9 @@ class SyncRun:
                                    % (len(found), pending["title"]))
                     continue
                 if found:
+                    # Checked hidden by check_unverified_albums, before anything goes in.
                     state.set_album(found[0], folder=pending["folder"], listed=True,
-                                    title=pending["title"])
+                                    title=pending["title"], privacy_unverified=True)
                     self.log.write("adopted album %s for %s" % (found[0], pending["folder"]))
                 state.resolve_pending(pending["id"])
                 continue
@@ -3262,6 +3468,33 @@ class SyncRun:
                 self.out.error("image %s looks like a second copy of %s; left alone"
                                % (extra, pending["name"]))
         state.resolve_pending(pending["id"])
+
+    def check_unverified_albums(self, client, state: StateStore) -> set:
+        """Albums this tool created that Imgur has not shown hidden yet are checked
+        before anything else; returns those still not shown hidden (held this run)."""
+        held = set()
+        for album_id, album in sorted(state.albums.items()):
+            if not (album.privacy_unverified and album.listed):
+                continue
+            try:
+                if self.options.dry_run:     # reads only: no update in a dry run
+                    seen = _album_view(client.make_request("GET", "album/%s" % album_id))
+                    problem = None if seen[1] == "hidden" else \
+                        "Imgur shows its privacy as %r" % (seen[1] or "unknown")
+                else:
+                    problem = check_album_hidden(client, album_id, album.title,
+                                                 self.api.pause)
+            except RequestRefused as e:
+                problem = "it could not be read: %s" % e
+            if problem:
+                held.add(album_id)
+                self.tally.failed += 1
+                self.out.error(unverified_album_message(album.folder, album_id, problem))
+                self.log.write("album %s may be public: %s" % (album_id, problem))
+            elif not self.options.dry_run:
+                state.set_album(album_id, privacy_unverified=False)
+                self.log.write("album %s checked hidden" % album_id)
+        return held
 
     def fetch_remote(self, client, state: StateStore, targets: list, plan: Plan) -> dict:
         """GET the albums the plan needs to see: lines to link or download, --verify."""

@@ -27,12 +27,13 @@ from mirror_check import assert_mirror, kind, load_state
 # new version of an edited one), the move (add, then remove), then the two DELETEs (the
 # deleted file, the edited file's old version; which comes first is not pinned).
 CHANGE_REQUESTS = ["upload", "upload", "upload", "add", "remove", "delete", "delete"]
-# A first sync of a new folder, --jobs 1: the album, then its three files.
-FIRST_SYNC_REQUESTS = ["create", "upload", "upload", "upload"]
+# A first sync of a new folder, --jobs 1: the album, its read-back (hidden?), then its
+# three files.
+FIRST_SYNC_REQUESTS = ["create", "GET_/3/album/{id}", "upload", "upload", "upload"]
 # A first sync of eight files with four parallel uploads: kill at some of the uploads
 # while others are in flight (acted on, answered or not).
 PARALLEL_FILES = 8
-PARALLEL_KILLS = [2, 4, 6, 9]
+PARALLEL_KILLS = [3, 5, 7, 10]
 PHASES = ["before", "after"]
 
 
@@ -174,7 +175,7 @@ def test_first_sync_killed(home, fake, index, phase):
     pytest.param(index, phase, id=f"{index:02d}-{phase}")
     for index in PARALLEL_KILLS for phase in PHASES])
 def test_first_sync_parallel_killed(home, fake, index, phase):
-    """Request 1 is the album; 2.. are uploads, four at a time: the kill finds others
+    """Request 1 is the album, 2 its read-back; 3.. are uploads, four at a time: the kill finds others
     in flight, some acted on and never answered."""
     folder = new_home(home, PARALLEL_FILES)
     killed = run_killed(home, fake, index, phase, "--jobs", "4")

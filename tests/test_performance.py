@@ -38,6 +38,8 @@ def kind(req) -> str:
         return "delete"
     if req.method == "POST" and path == "/3/album":
         return "album creation"
+    if req.method == "GET" and re.fullmatch(rf"/3/album/{ID}", path):
+        return "album read-back"
     if req.method in ("POST", "PUT") and re.fullmatch(rf"/3/album/{ID}/add", path):
         return "album add"
     if re.fullmatch(rf"/3/album/{ID}/remove_images", path):
@@ -144,12 +146,13 @@ def test_mixed_change_set_costs_the_api_minimum(home, fake):
         "upload": 4,            # new1, new2, c1, and orient.jpg's new version
         "delete": 2,            # a1, and orient.jpg's old version
         "album creation": 1,    # C
+        "album read-back": 1,   # ... shown hidden before anything goes into it
         "album add": 1,         # a2, a3, a4 into B: one call ...
         "album remove": 1,      # ... and one out of A
     }), counted
     expected_credits = counted["upload"] * UPLOAD_CREDITS + (
         sum(counted.values()) - counted["upload"]) * CALL_CREDITS
-    assert expected_credits == 45
+    assert expected_credits == 46
     assert fake.credits_used - credits_before == expected_credits
 
     (add,) = [q for q in fake.api_requests() if kind(q) == "album add"]

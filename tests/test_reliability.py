@@ -134,7 +134,7 @@ def test_5xx_burst_on_upload_looks_before_each_resend(home, fake):
     r = home.run("sync")
     assert r.code == 0, r
     kinds = [kind(q) for q in fake.api_requests()]
-    assert kinds == ["create", "upload", "GET_/3/album/{id}/images", "upload",
+    assert kinds == ["create", "GET_/3/album/{id}", "upload", "GET_/3/album/{id}/images", "upload",
                      "GET_/3/album/{id}/images", "upload"], kinds
     assert_mirror(home, fake, [folder])
 
@@ -240,6 +240,7 @@ def test_rate_limit_stops_the_run_with_exit_4(home, fake, shape):
     assert kind(fake.api_requests()[-1]) == "upload", "a request was sent after the limit"
     assert "resumes" in r.stderr, r.stderr
     assert fake.images == {}
+    fake.advance(3600)                  # the hour the 429's headers showed spent is over
     finishes_clean(home, fake, [folder])
 
 
@@ -257,6 +258,7 @@ def test_rate_limit_with_parallel_uploads_starts_nothing_new(home, fake):
     fake.on_request = None
     assert r.code == 4, r
     assert len(uploads(fake)) <= 4, "an upload started after the 429 was answered"
+    fake.advance(3600)                  # past the reset the 429 showed
     finishes_clean(home, fake, [folder])
 
 
