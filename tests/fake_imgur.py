@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """A fake Imgur API v3 server for imgurbox's tests and for trying imgurbox offline.
 
-It follows /work/shared/IMGUR_API.md (quirks included): the JSON envelope, Bearer and
-Client-ID authentication, uploads (multipart or base64 form), albums that fail silently
-on add/remove, OAuth (refresh token, browser redirect, PIN, code), rate-limit headers and
+It follows Imgur's public API documentation and what users of Imgur clients have
+reported in public issue trackers (quirks included): the JSON envelope, Bearer and
+Client-ID authentication, uploads (multipart or base64 form), album writes as Imgur
+takes them since 2025 (below), OAuth (refresh token, browser redirect, PIN, code), rate-limit headers and
 credits, and image links that end at ``removed.png`` once an image is deleted.
 
 In tests::
@@ -21,6 +22,19 @@ Standalone (for "Try it offline")::
 
 prints the URL, an ``export IMGUR_API_URL=...`` line and a ready credentials.json
 (also written, mode 0600, to DIR/credentials.json with --home), then serves until Ctrl-C.
+
+Album writes since December 2024 (Apollo-ImprovedCustomApi and Apollo-Reborn PR #61,
+April 2025; PyImgur moved every album write off form bodies in March 2025, live-tested):
+- ``POST /3/album``, ``PUT``/``POST /3/album/{id}``, ``/add`` and ``/remove_images`` take
+  their fields only as multipart/form-data (one ``ids[]`` part per ID) or JSON; a
+  form-urlencoded body is answered 400 and nothing is done (``album_form_bodies=True``
+  accepts it, as Imgur did before).
+- ``/add`` naming any ID that is not an image the caller owns (deleted, say) is refused
+  whole: 403 "You must own all the image ids to add them to album {id}" (a public
+  REST-assured suite run against the live API; ``add_refuses_unowned=False`` gives the
+  older silent skipping).
+- ``DELETE /3/album/{id}/remove_images?ids=...``, the form PyImgur abandoned, answers
+  success and removes nothing; ``POST`` is the way.
 
 Choices where Imgur's behaviour is not documented (see tests/INTERFACES.md):
 - "User" credits are per IP on Imgur; every client of the fake comes from 127.0.0.1,
@@ -519,6 +533,18 @@ def _parse_body(headers, body: bytes):
     return form, {}, None
 
 
+_ALBUM_WRITES = {'_api_album_create', '_api_album_update', '_api_album_add',
+                 '_api_album_remove'}
+
+
+def _is_form_body(request: Request) -> bool:
+    """A form-urlencoded body, or fields in the query string of a body-less write."""
+    content_type = (request.headers.get('Content-Type') or '') if request.headers else ''
+    if request.body_bytes:
+        return not content_type.startswith(('multipart/form-data', 'application/json'))
+    return bool(request.query)
+
+
 def _requested_ids(request: Request) -> list:
     """IDs from ``ids[]`` (repeated) or ``ids`` (comma-separated), body or query."""
     raw = []
@@ -612,6 +638,7 @@ class FakeImgur:
                  callback_url: str | None = None, default_privacy: str = 'public',
                  max_image_size: int = 20 * MB, max_gif_size: int = 200 * MB,
                  png_to_jpeg_size: int | None = 5 * MB, strip_metadata: bool = True,
+                 album_form_bodies: bool = False, add_refuses_unowned: bool = True,
                  seed=None):
         # Options.
         self.user_limit = user_limit
@@ -630,6 +657,9 @@ class FakeImgur:
         self.max_gif_size = max_gif_size
         self.png_to_jpeg_size = png_to_jpeg_size
         self.strip_metadata = strip_metadata
+        # Imgur since December 2024 (see "Album writes since December 2024" above).
+        self.album_form_bodies = album_form_bodies      # True: accept them, as before
+        self.add_refuses_unowned = add_refuses_unowned  # False: skip them silently
         self.on_request = None
 
         self._lock = threading.RLock()
@@ -1122,6 +1152,10 @@ class FakeImgur:
             return refusal
         if request.parse_error:
             return _error(request, 400, f'Could not read the request: {request.parse_error}')
+        if handler in _ALBUM_WRITES and not self.album_form_bodies \
+                and request.method in ('POST', 'PUT') and _is_form_body(request):
+            return _error(request, 400, 'Album fields must be sent as multipart/form-data '
+                                        'or JSON')
         params = {key: value for key, value in match.groupdict().items() if value is not None}
         return getattr(self, handler)(request, user, **params)
 
@@ -1321,9 +1355,14 @@ class FakeImgur:
         album, error = self._find_album(request, album_id, owner=user)
         if error:
             return error
-        # Quirk: IDs that are unknown, not the caller's, or already there are skipped
-        # silently, and the answer is success all the same.
-        for image_id in self._own_image_ids(request, user):
+        owned = self._own_image_ids(request, user)
+        if self.add_refuses_unowned and len(owned) < len(_requested_ids(request)):
+            # Since 2025 one ID that is not the caller's image refuses the whole add.
+            return _error(request, 403, f'You must own all the image ids to add them to '
+                                        f'album {album_id}')
+        # Older quirk: IDs that are unknown, not the caller's, or already there are
+        # skipped silently, and the answer is success all the same.
+        for image_id in owned:
             if image_id not in album.image_ids:
                 album.image_ids.append(image_id)
         return _ok(True)
@@ -1332,7 +1371,11 @@ class FakeImgur:
         album, error = self._find_album(request, album_id, owner=user)
         if error:
             return error
-        # Quirk: fails silently like add.
+        if request.method == 'DELETE':
+            # The old DELETE form with IDs in the query: since 2025 it answers success
+            # and removes nothing (PyImgur moved off it in March 2025).
+            return _ok(True)
+        # Quirk: IDs not in the album are ignored.
         for image_id in _requested_ids(request):
             if image_id in album.image_ids:
                 album.image_ids.remove(image_id)

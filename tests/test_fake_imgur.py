@@ -1,7 +1,8 @@
 """Contract tests of the fake Imgur server.
 
-Expected answers come from /work/shared/IMGUR_API.md (quirks included), never from what
-imgurbox happens to do, so that the fake cannot drift towards the client.
+Expected answers come from Imgur's public documentation and public reports of how it
+behaves (quirks included, each listed with its source in the fake's docstring), never
+from what imgurbox happens to do, so that the fake cannot drift towards the client.
 """
 
 from __future__ import annotations
@@ -37,8 +38,16 @@ def bearer(token: str) -> dict:
     return {'Authorization': f'Bearer {token}'}
 
 
-def call(fake, method, path, headers=None, **kwargs) -> requests.Response:
-    """One request to the fake, on a fresh connection like imgurpython makes."""
+def call(fake, method, path, headers=None, form=False, **kwargs) -> requests.Response:
+    """One request to the fake, on a fresh connection like imgurpython makes. An album
+    write's ``data`` goes as multipart/form-data, as Imgur takes it since December 2024
+    (the fake's docstring, "Album writes"); ``form=True`` sends it form-urlencoded."""
+    data = kwargs.get('data')
+    if not form and isinstance(data, dict) and path.startswith('3/album') \
+            and method in ('POST', 'PUT'):
+        del kwargs['data']
+        kwargs['files'] = [(key, (None, str(item))) for key, value in data.items()
+                           for item in (value if isinstance(value, list) else [value])]
     return requests.request(method, fake.url + path, headers=headers, timeout=TIMEOUT,
                             **kwargs)
 
@@ -307,8 +316,48 @@ def test_album_add_accepts_every_id_style(fake, alice, style):
     else:
         kwargs = {'params': {'ids': ','.join(ids)}}
     answer = call(fake, 'POST', f'3/album/{album_id}/add', alice, **kwargs)
+    if style == 'query':                # fields outside a multipart or JSON body
+        assert answer.status_code == 400 and fake.album_image_ids(album_id) == []
+        return
     assert answer.json() == {'data': True, 'success': True, 'status': 200}
     assert fake.album_image_ids(album_id) == ids
+
+
+def test_album_writes_refuse_form_bodies_and_take_multipart_or_json(fake, alice):
+    """Since December 2024 (the fake's docstring, "Album writes")."""
+    album_id = fake.create_album('alice', 'Old')
+    image_id = fake.create_image('alice', make_jpeg())
+    for path, fields in (('3/album', {'title': 'x'}), (f'3/album/{album_id}', {'title': 'x'}),
+                         (f'3/album/{album_id}/add', {'ids[]': [image_id]}),
+                         (f'3/album/{album_id}/remove_images', {'ids[]': [image_id]})):
+        answer = call(fake, 'POST', path, alice, form=True, data=fields)
+        assert answer.status_code == 400 and answer.json()['success'] is False, path
+    assert len(fake.albums) == 1 and fake.albums[album_id].title == 'Old'
+    assert fake.album_image_ids(album_id) == []
+    assert call(fake, 'POST', f'3/album/{album_id}/add', alice,
+                data={'ids[]': [image_id]}).ok                      # multipart
+    assert call(fake, 'POST', f'3/album/{album_id}', alice, json={'title': 'New'}).ok
+    assert fake.album_image_ids(album_id) == [image_id]
+    assert fake.albums[album_id].title == 'New'
+    fake.album_form_bodies = True                                    # Imgur before 2025
+    assert call(fake, 'POST', f'3/album/{album_id}', alice, form=True,
+                data={'title': 'Form'}).ok
+
+
+def test_album_add_naming_an_image_not_owned_is_refused_whole(fake, alice, bob):
+    """403 "You must own all the image ids ..." (the fake's docstring, "Album writes")."""
+    album_id = fake.create_album('alice')
+    mine = fake.create_image('alice', make_jpeg(seed=1))
+    gone = fake.create_image('alice', make_jpeg(seed=2))
+    fake.delete_image(gone)
+    bobs = fake.create_image('bob', make_jpeg(seed=3))
+    for other in (gone, bobs):
+        answer = call(fake, 'POST', f'3/album/{album_id}/add', alice,
+                      data={'ids[]': [mine, other]})
+        assert answer.status_code == 403, answer.text
+        assert answer.json()['data']['error'] == (
+            f'You must own all the image ids to add them to album {album_id}')
+        assert fake.album_image_ids(album_id) == []
 
 
 def test_album_add_and_remove_fail_silently(fake, alice, bob):
@@ -316,6 +365,7 @@ def test_album_add_and_remove_fail_silently(fake, alice, bob):
     inside = fake.create_image('alice', make_jpeg(seed=1), album=album_id)
     outside = fake.create_image('alice', make_jpeg(seed=2))
     bobs = fake.create_image('bob', make_jpeg(seed=3))
+    fake.add_refuses_unowned = False        # the behaviour older clients describe
     # Unknown, someone else's, already there: success all the same, album unchanged.
     answer = call(fake, 'POST', f'3/album/{album_id}/add', alice,
                   data={'ids[]': ['zzzzzzz', bobs, inside]})
@@ -336,10 +386,12 @@ def test_album_remove_images_post_and_delete(fake, alice):
     ids = [fake.create_image('alice', make_jpeg(seed=n), album=album_id) for n in range(3)]
     call(fake, 'POST', f'3/album/{album_id}/remove_images', alice, data={'ids[]': ids[0]})
     assert fake.album_image_ids(album_id) == ids[1:]
-    # Older form: DELETE with ids in the query string (imgurpython sends both).
-    call(fake, 'DELETE', f'3/album/{album_id}/remove_images', alice,
-         params={'ids': ids[1]}, data={'ids': ids[1]})
-    assert fake.album_image_ids(album_id) == ids[2:]
+    # Older form: DELETE with ids in the query string (imgurpython's): since 2025 it
+    # answers success and removes nothing (the fake's docstring, "Album writes").
+    answer = call(fake, 'DELETE', f'3/album/{album_id}/remove_images', alice,
+                  params={'ids': ids[1]}, data={'ids': ids[1]})
+    assert answer.json()['success'] is True
+    assert fake.album_image_ids(album_id) == ids[1:]
     assert ids[0] in fake.images            # removed from the album, not deleted
 
 
@@ -361,12 +413,17 @@ def test_imgurpython_album_calls(fake, imgurpython_api):
     creds = fake.credentials()
     client = ImgurClient(creds['client_id'], creds['client_secret'],
                          creds['access_token'], creds['refresh_token'])
+    # imgurpython's album writes are form-urlencoded: refused since December 2024.
+    with pytest.raises(Exception):
+        client.create_album({'title': 'Via imgurpython', 'privacy': 'hidden'})
+    assert fake.albums == {}
+    fake.album_form_bodies = True
     album_id = client.create_album({'title': 'Via imgurpython', 'privacy': 'hidden'})['id']
     image_id = fake.create_image('alice', make_jpeg())
     client.album_add_images(album_id, [image_id])
     assert [i.id for i in client.get_album_images(album_id)] == [image_id]
-    client.album_remove_images(album_id, [image_id])
-    assert client.get_album(album_id).images_count == 0
+    client.album_remove_images(album_id, [image_id])   # its DELETE form: a no-op now
+    assert client.get_album(album_id).images_count == 1
     assert client.get_account('me').url == 'alice'
 
 
