@@ -286,6 +286,8 @@ class RemoteImage:
     datetime: int
     mime: str | None
     size: int = 0
+    width: int = 0
+    height: int = 0
 
 
 @dataclasses.dataclass
@@ -1778,7 +1780,7 @@ class Credentials:
     """credentials.json (0600): client ID and secret, access and refresh tokens."""
 
     FIELDS = ("client_id", "client_secret", "access_token", "refresh_token",
-              "account_username")
+              "account_username", "account_id")
 
     def __init__(self, path: str, values: dict):
         self.path = path
@@ -2037,7 +2039,11 @@ class Api:
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._requests.Session()
-            session.headers["User-Agent"] = "imgurbox/" + VERSION
+            # Descriptive, and Accept */*: with text/html first, i.imgur.com sends its web
+            # page instead of the image. requests sends no Referer.
+            session.headers["User-Agent"] = "imgurbox/%s (photo folder sync; python-requests)" \
+                % VERSION
+            session.headers["Accept"] = "*/*"
             self._local.session = session
         return session
 
@@ -2179,7 +2185,8 @@ class Api:
                 raise
             self.credentials.update(access_token=answer.get("access_token"),
                                     refresh_token=answer.get("refresh_token"),
-                                    account_username=answer.get("account_username"))
+                                    account_username=answer.get("account_username"),
+                                    account_id=_as_int(answer.get("account_id")) or None)
             self.credentials.save()
             self._fresh_token = self.credentials["access_token"]
             self.log.write("token refreshed")
@@ -2356,8 +2363,75 @@ def make_client(api: Api):
 
 def _remote_image(data: dict) -> RemoteImage:
     return RemoteImage(str(data.get("id")), data.get("name") or None, data.get("link") or "",
-                       int(data.get("datetime") or 0), data.get("type"),
-                       int(data.get("size") or 0))
+                       _as_int(data.get("datetime")), data.get("type"),
+                       _as_int(data.get("size")), _as_int(data.get("width")),
+                       _as_int(data.get("height")))
+
+
+# i.imgur.com answers a blocked country with HTTP 200 and always this PNG ("Content not
+# viewable in your region"; issinoho/tvdinner, shayanline/iptv-iran): no status or header
+# tells it from a photo.
+REGION_PLACEHOLDER_MD5 = "f953f499c9824953791551bfef65fe61"
+REGION_PLACEHOLDER_SHAPE = ("image/png", 34641, 336, 478)
+
+
+def sniff_image(head: bytes) -> str | None:
+    """The image type a file's first bytes say it is, or None."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff"
+    if head[:2] == b"BM":
+        return "image/bmp"
+    return None
+
+
+def _png_dimensions(head: bytes) -> tuple:
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+        return struct.unpack(">II", head[16:24])
+    return (0, 0)
+
+
+def download_problem(path: str, image: RemoteImage) -> str | None:
+    """Why a downloaded file is not the photo the API described, or None.
+
+    Checked: the file's signature (an HTML page in place of an image is not one), the type,
+    size and dimensions the API gave, and Imgur's region placeholder."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(64)
+    kind = sniff_image(head)
+    if kind is None:
+        text = head.lstrip().lower()
+        if text.startswith((b"<!doctype", b"<html", b"<")):
+            return "Imgur sent a web page instead of the image"
+        return "the file is not an image"
+    width, height = _png_dimensions(head)
+    if (kind, size, width, height) == REGION_PLACEHOLDER_SHAPE or \
+            (size == REGION_PLACEHOLDER_SHAPE[1] and _md5(path) == REGION_PLACEHOLDER_MD5):
+        return ("Imgur sent its 'not viewable in your region' placeholder: Imgur blocks "
+                "this network or country")
+    declared = (image.mime or "").lower().replace("image/apng", "image/png")
+    if declared.startswith("image/") and declared != kind:
+        return "Imgur said %s but sent %s" % (declared, kind)
+    if image.size and size != image.size:
+        return "Imgur said %d bytes but sent %d" % (image.size, size)
+    if kind == "image/png" and image.width and image.height and \
+            (width, height) != (image.width, image.height):
+        return "Imgur said %dx%d but sent %dx%d" % (image.width, image.height, width, height)
+    return None
+
+
+def _md5(path: str) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 ###############################################################################
@@ -2664,6 +2738,11 @@ class Executor:
                               % (self.where(action.album), image.image_id))
                 self.state.ignore_image(action.album, image.image_id)
                 self._download_done(action.album)
+                return
+            problem = download_problem(tmp_path, image)
+            if problem:                     # the album stays "not fully downloaded"
+                self.fail("download %s (image %s): %s; not kept, tried again next run"
+                          % (self.where(action.album), image.image_id, problem))
                 return
             # Dated before this run's scan (the photo's Imgur date, if older), so that the
             # next run trusts the file's stat data instead of reading it again.
@@ -3499,7 +3578,6 @@ class SyncRun:
     def fetch_remote(self, client, state: StateStore, targets: list, plan: Plan) -> dict:
         """GET the albums the plan needs to see: lines to link or download, --verify."""
         remote = {}
-        username = None
         for target in targets:
             album_id = target.album_id
             if album_id not in plan.needs_remote or album_id in remote:
@@ -3515,21 +3593,33 @@ class SyncRun:
                 remote[album_id] = RemoteAlbum(album_id, False,
                                                error=None if e.status == 404 else str(e))
                 continue
-            if username is None:
-                username = self.account_name(client)
-            owner = data.get("account_url")
+            # Owners compared by name, else by number (Imgur has answered account_url
+            # null with account_id set); a null, "" or 0 owner is anonymous, never ours.
+            owner = data.get("account_url") or None
+            owner_id = _as_int(data.get("account_id"))
+            owned = False
+            if owner:
+                owned = owner == self.account_identity(client, need_id=False)[0]
+            if not owned and owner_id:
+                owned = owner_id == self.account_identity(client, need_id=True)[1]
             remote[album_id] = RemoteAlbum(
-                album_id, True, data.get("title"), owner,
-                owned=owner is None or owner == username,
+                album_id, True, data.get("title"), owner or (str(owner_id) if owner_id else None),
+                owned=owned,
                 images=[_remote_image(i) for i in data.get("images") or []])
         return remote
 
-    def account_name(self, client) -> str:
+    def account_identity(self, client, need_id: bool) -> tuple:
+        """(username, numeric account ID) of the account imgurbox acts for; one
+        GET /3/account/me when credentials.json does not hold what is needed."""
         name = self.api.credentials["account_username"]
-        if not name:
-            name = client.make_request("GET", "account/me").get("url")
-            self.api.credentials.update(account_username=name)
-        return name
+        number = _as_int(self.api.credentials["account_id"])
+        if not name or (need_id and not number):
+            account = client.make_request("GET", "account/me")
+            account = account if isinstance(account, dict) else {}
+            name = name or account.get("url")
+            number = number or _as_int(account.get("id"))
+            self.api.credentials.update(account_username=name, account_id=number or None)
+        return name, number
 
     # -- after the plan ----------------------------------------------------------------
 
@@ -3839,7 +3929,8 @@ def _auth(home: str, out: Output, log: Log) -> int:
             credentials.values.update(client_id=None, client_secret=None)
             refresh_from_env = None
             continue
-        credentials.update(account_username=account.get("url"))
+        credentials.update(account_username=account.get("url"),
+                           account_id=_as_int(account.get("id")) or None)
         credentials.save()
         log.write("auth saved for account %s" % account.get("url"))
         print("Authorized as %s. Saved %s (readable only by you)." % (

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
+from imagefiles import jpeg, png
 from mirror_check import assert_mirror, kind, load_state, uploads
 from test_reliability import files, first_sync, new_folder, token_requests
 
@@ -97,3 +100,83 @@ def test_a_move_whose_image_is_gone_on_imgur_uploads_it_into_the_new_album(home,
     fake.reset_requests()
     r = home.run("sync")
     assert r.code == 0 and fake.api_requests() == [], r
+
+
+# --------------------------------------------------------------------------- ownership
+
+def test_an_album_whose_answer_names_no_owner_url_is_ours_by_account_id(home, fake):
+    """Imgur has answered account_url null with account_id set: compared by number."""
+    album_id = fake.create_album("alice", "Mine")
+    fake.create_image("alice", png("m1"), name="m1.png", album=album_id)
+    folder = home.folder("Mine", {"local.png": png("local")})
+    home.write_credentials()
+    home.write_albums(f"{folder} -> https://imgur.com/a/{album_id}\n")
+    answer_null_owner(fake)
+    r = home.run("sync")
+    assert r.code == 0, r
+    assert "download-only" not in r.stdout + r.stderr
+    assert [q.value("name") for q in uploads(fake)] == ["local.png"]
+
+
+def test_an_anonymous_album_is_never_ours(home, fake):
+    album_id = fake.create_album(None, "Nobody's")
+    fake.create_image(None, png("n1"), name="n1.png", album=album_id)
+    folder = home.folder("Nobody", {"local.png": png("local")})
+    home.write_credentials()
+    home.write_albums(f"{folder} -> https://imgur.com/a/{album_id}\n")
+    r = home.run("sync")
+    assert "download-only" in r.stdout + r.stderr, r
+    assert uploads(fake) == [], "pushed into an album that is not the account's"
+
+
+def answer_null_owner(fake):
+    """Album models with account_url null (account_id kept), as seen in a 2024 answer."""
+    original = fake._album_model
+
+    def model(album, viewer, *args, **kwargs):
+        data = original(album, viewer, *args, **kwargs)
+        data["account_url"] = None
+        return data
+    fake._album_model = model
+
+
+# --------------------------------------------------------------------------- downloads
+
+def region_placeholder() -> bytes:
+    """A PNG shaped like Imgur's region placeholder: 336x478, exactly 34,641 bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    pixels = zlib.compress(b"\0" * (478 * (1 + 336)))       # grey rows, filter byte 0
+    head = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 336, 478, 8, 0, 0, 0, 0))
+    tail = chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    padding = 34641 - len(head) - len(tail) - 12
+    data = head + chunk(b"pADd", b"\0" * padding) + tail
+    assert len(data) == 34641
+    return data
+
+
+@pytest.mark.parametrize("served", ["region", "html"])
+def test_a_download_that_is_not_the_photo_described_is_not_kept(home, fake, served):
+    album_id = fake.create_album("alice", "Trip")
+    good = fake.create_image("alice", jpeg(1), name="good.jpg", album=album_id)
+    bad = fake.create_image("alice", jpeg(2), name="bad.jpg", album=album_id)
+    record = fake.images[bad]
+    if served == "region":
+        record.data, record.mime, record.width, record.height = (
+            region_placeholder(), "image/png", 336, 478)
+    else:
+        record.data = b"<!DOCTYPE html><html><body>Imgur</body></html>"
+    home.write_credentials()
+    home.write_albums(f"{album_id}\n")
+    r = home.run("sync")
+    assert r.code == 1, r
+    folder = home.path / "Trip"
+    assert sorted(p.name for p in folder.iterdir()) == ["good.jpg"], list(folder.iterdir())
+    assert ("region" if served == "region" else "web page") in r.stdout + r.stderr, r
+    state = load_state(home)
+    assert state["albums"][album_id]["incomplete"] is True
+    assert good in fake.images
