@@ -91,6 +91,7 @@ EXTENSION_OF_MIME = {"image/jpeg": "jpg", "image/png": "png", "image/apng": "png
 IS_WINDOWS = os.name == "nt"
 COARSE_MTIME_NS = 2_000_000_000      # files this close to the last scan are re-hashed
 HASH_CHUNK = 1024 * 1024
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # Credits: an upload costs 10, any other API call 1, OAuth nothing.
 UPLOAD_CREDITS = 10
@@ -1050,7 +1051,7 @@ def _hash_jpeg(f, size: int, digest) -> None:
 
 def _hash_png(f, size: int, digest) -> None:
     signature = _read_exact(f, 8)
-    if signature != b"\x89PNG\r\n\x1a\n":
+    if signature != PNG_SIGNATURE:
         raise _NotThatFormat
     digest.update(signature)
     while True:
@@ -1904,17 +1905,10 @@ class RateView:
     def reserve_upload(self) -> str | None:
         """Book an upload's credits; None if it may start, else why it may not."""
         with self._lock:
-            if self.user_remaining is not None and \
-                    self.user_remaining - self.in_flight < USER_CREDITS_FLOOR:
-                return "Imgur's hourly credits for this account are used up"
-            if self.client_limit and self.client_remaining is not None and \
-                    self.client_remaining - self.in_flight < CLIENT_CREDITS_RESERVE * self.client_limit:
-                return ("the application's daily credits are down to the 10 % reserve "
-                        "(five days a month at the cap block the application)")
-            if self.post_remaining is not None and self.post_remaining < 1:
-                return "Imgur's hourly limit of uploads from this address is reached"
-            self.in_flight += UPLOAD_CREDITS
-            return None
+            shortage = self._shortage(self.in_flight)
+            if shortage is None:
+                self.in_flight += UPLOAD_CREDITS
+            return shortage
 
     def exhausted(self) -> str | None:
         """Why the credits seen last are down to a reserve, or None (also when no answer
@@ -1922,14 +1916,20 @@ class RateView:
         with self._lock:
             if self.client_remaining is not None and self.client_remaining <= 0:
                 return "the application's daily credits are used up"
-            if self.user_remaining is not None and self.user_remaining < USER_CREDITS_FLOOR:
-                return "Imgur's hourly credits for this account are used up"
-            if self.client_limit and self.client_remaining is not None and \
-                    self.client_remaining < CLIENT_CREDITS_RESERVE * self.client_limit:
-                return "the application's daily credits are down to the 10 % reserve"
-            if self.post_remaining is not None and self.post_remaining < 1:
-                return "Imgur's hourly limit of uploads from this address is reached"
-            return None
+            return self._shortage(0)
+
+    def _shortage(self, booked: int) -> str | None:
+        """Why no upload may start with `booked` credits already promised (lock held)."""
+        if self.user_remaining is not None and \
+                self.user_remaining - booked < USER_CREDITS_FLOOR:
+            return "Imgur's hourly credits for this account are used up"
+        if self.client_limit and self.client_remaining is not None and \
+                self.client_remaining - booked < CLIENT_CREDITS_RESERVE * self.client_limit:
+            return ("the application's daily credits are down to the 10 % reserve "
+                    "(five days a month at the cap block the application)")
+        if self.post_remaining is not None and self.post_remaining < 1:
+            return "Imgur's hourly limit of uploads from this address is reached"
+        return None
 
     def release_upload(self) -> None:
         with self._lock:
@@ -2379,7 +2379,7 @@ def sniff_image(head: bytes) -> str | None:
     """The image type a file's first bytes say it is, or None."""
     if head.startswith(b"\xff\xd8\xff"):
         return "image/jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+    if head.startswith(PNG_SIGNATURE):
         return "image/png"
     if head[:6] in (b"GIF87a", b"GIF89a"):
         return "image/gif"
@@ -2391,7 +2391,7 @@ def sniff_image(head: bytes) -> str | None:
 
 
 def _png_dimensions(head: bytes) -> tuple:
-    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+    if head.startswith(PNG_SIGNATURE) and head[12:16] == b"IHDR":
         return struct.unpack(">II", head[16:24])
     return (0, 0)
 
@@ -2944,20 +2944,20 @@ class Executor:
                 if self.stopping:                   # the next run looks for it
                     raise UploadAbandoned(True) from None
                 self.api.backoff(attempt)
-                found = self._look_for_upload(pending, settle=True)
+                found = self._look_for_upload(pending)
                 if found:
                     return UploadResult(found[0], tuple(found[1:]))
         self.api._note_outcome(True)
         raise RequestRefused("upload failed %d times with no answer" % MAX_TRIES, 0)
 
-    def _look_for_upload(self, pending: dict, settle: bool) -> list:
+    def _look_for_upload(self, pending: dict) -> list:
         """The pending check, in a worker. Imgur may still be storing what it received,
         so before a resend a record younger than the settle time waits out the rest and
         looks again."""
         try:
             found = find_pending_upload(self.client, self.state, pending, {})
             wait = pending["since"] + self.api.settle_seconds - imgur_time()
-            if found or not settle or wait <= 0:
+            if found or wait <= 0:
                 return found
             self.out.detail("waiting %.0f s for Imgur to finish storing %s before sending "
                             "it again" % (wait, pending["name"]))
@@ -3078,11 +3078,7 @@ class Executor:
         self.run_uploads([Upload(destination, file=item.file, repair=True) for item in gone])
 
     def do_Repair(self, action: Repair) -> None:
-        try:
-            self.client.make_request("GET", "image/%s" % action.record.image_id)
-        except RequestRefused as e:
-            if e.status != 404:
-                raise
+        if not self._image_exists(action.record.image_id):
             f = action.file
             if f is None or f.hash is None:
                 return
@@ -3142,7 +3138,11 @@ def check_album_hidden(client, album_id: str, title: str, pause) -> str | None:
     if seen == (title, "hidden"):
         return None
     client.update_album(album_id, {"title": title, "privacy": "hidden"})
-    seen = read_settled()
+    return _privacy_problem(read_settled())
+
+
+def _privacy_problem(seen: tuple) -> str | None:
+    """None if an album view shows it hidden, else what Imgur shows."""
     if seen[1] == "hidden":
         return None
     return "Imgur shows its privacy as %r" % (seen[1] or "unknown")
@@ -3456,7 +3456,7 @@ class SyncRun:
 
     def resolve_pending(self, client, state: StateStore) -> None:
         """Settle uploads and album creations a crash left unanswered (SPEC §6)."""
-        young = []
+        uploads = []
         for pending in list(state.pending):
             if pending["op"] not in NETWORK_PENDING:
                 continue
@@ -3484,8 +3484,8 @@ class SyncRun:
             if pending["album"] not in state.albums:
                 state.resolve_pending(pending["id"])
                 continue
-            young.append(pending)
-        self.resolve_pending_uploads(client, state, young)
+            uploads.append(pending)
+        self.resolve_pending_uploads(client, state, uploads)
 
     def resolve_pending_uploads(self, client, state: StateStore, pendings: list) -> None:
         """Look for interrupted uploads; one not found that is younger than the settle
@@ -3557,9 +3557,8 @@ class SyncRun:
                 continue
             try:
                 if self.options.dry_run:     # reads only: no update in a dry run
-                    seen = _album_view(client.make_request("GET", "album/%s" % album_id))
-                    problem = None if seen[1] == "hidden" else \
-                        "Imgur shows its privacy as %r" % (seen[1] or "unknown")
+                    problem = _privacy_problem(_album_view(
+                        client.make_request("GET", "album/%s" % album_id)))
                 else:
                     problem = check_album_hidden(client, album_id, album.title,
                                                  self.api.pause)
