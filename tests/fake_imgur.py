@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """A fake Imgur API v3 server for imgurbox's tests and for trying imgurbox offline.
 
-It follows Imgur's public API documentation and what users of Imgur clients have
-reported in public issue trackers (quirks included): the JSON envelope, Bearer and
-Client-ID authentication, uploads (multipart or base64 form), album writes as Imgur
-takes them since 2025 (below), OAuth (refresh token, browser redirect, PIN, code), rate-limit headers and
-credits, and image links that end at ``removed.png`` once an image is deleted.
+It follows Imgur's public API documentation (apidocs.imgur.com and the older
+api.imgur.com pages) and what users of Imgur clients have reported in public issue
+trackers, quirks included: the JSON envelope, Bearer and Client-ID authentication, uploads
+(multipart or base64 form), album writes, OAuth (refresh token, browser redirect, PIN,
+code), rate-limit headers and credits, and image links that end at ``removed.png`` once an
+image is deleted. By default it behaves as Imgur does since 2025; each later behaviour
+below names its public source and the switch that gives the older one.
 
 In tests::
 
@@ -24,17 +26,79 @@ prints the URL, an ``export IMGUR_API_URL=...`` line and a ready credentials.jso
 (also written, mode 0600, to DIR/credentials.json with --home), then serves until Ctrl-C.
 
 Album writes since December 2024 (Apollo-ImprovedCustomApi and Apollo-Reborn PR #61,
-April 2025; PyImgur moved every album write off form bodies in March 2025, live-tested):
+April 2025; PyImgur moved create/add/remove/update off form bodies in March 2025,
+live-tested: "incompatible changes Imgur have made"):
 - ``POST /3/album``, ``PUT``/``POST /3/album/{id}``, ``/add`` and ``/remove_images`` take
-  their fields only as multipart/form-data (one ``ids[]`` part per ID) or JSON; a
-  form-urlencoded body is answered 400 and nothing is done (``album_form_bodies=True``
-  accepts it, as Imgur did before).
-- ``/add`` naming any ID that is not an image the caller owns (deleted, say) is refused
-  whole: 403 "You must own all the image ids to add them to album {id}" (a public
-  REST-assured suite run against the live API; ``add_refuses_unowned=False`` gives the
-  older silent skipping).
-- ``DELETE /3/album/{id}/remove_images?ids=...``, the form PyImgur abandoned, answers
-  success and removes nothing; ``POST`` is the way.
+  their fields only as multipart/form-data (one ``ids[]`` part per ID, as Imgur's
+  documentation writes it; ``ids`` comma-separated is read too) or JSON (``{"ids": [...]}``).
+  A form-urlencoded body, or a POST/PUT whose fields are in the query string, is answered
+  400 "Album fields must be sent as multipart/form-data or JSON" and nothing is done
+  (``album_form_bodies=True`` accepts it, as Imgur did before). A write with no body and
+  no query (a DELETE, say) is not affected. ``Request.body_type`` tells what was sent.
+- ``/add`` naming any ID that is not an image the caller owns (deleted, unknown, another
+  account's) is refused whole: 403 "You must own all the image ids to add them to album
+  {id}", nothing added (a public REST-assured suite run against the live API;
+  ``add_refuses_unowned=False`` gives the silent skipping older clients describe).
+- ``DELETE /3/album/{id}/remove_images?ids=...``, the form PyImgur abandoned in 2025,
+  answers success and removes nothing (``legacy_delete_removes=True``: it removes);
+  ``POST`` with ``ids[]`` removes, and IDs not in the album are ignored.
+
+Answers seen since 2024:
+- An invalid or expired access token: 403 "The access token provided is invalid." by
+  default; ``invalid_token_shape='legacy429'`` answers it HTTP 429 in the ``errors`` shape
+  (``{"errors": [{"code": "429", "status": "Too Many Requests", "detail": ...}]}``,
+  Content-Type application/vnd.imgur.v1+json) while the X-RateLimit-* headers still show
+  credits left (PyImgur, March 2025: "can trigger both a 401 ... and a 429, depending on
+  the access token"). The ``detail`` text is the fake's: none was published. Either way
+  the refusal costs no credit; the ``token_expired`` fault answers in the same shape.
+- Imgur has answered an Album with ``account_url`` null and ``account_id`` set (an answer
+  published in 2024): ``album_account_url_null=True``. Album and Image models carry
+  ``account_id`` (the owner's number); unset fields come back as Imgur's "unset" values,
+  so an anonymous album or image has ``account_url`` null and ``account_id`` 0.
+- Over capacity ("Imgur is temporarily over capacity. Please try again later.") is a 403
+  by default, and has also come as a 500 or 429 envelope, sometimes for a long time
+  (obsidian-imgur-plugin #102, May 2025; Apollo #86, Jan 2026; gallery-dl waits 600 s on
+  it, March 2026): ``add_fault('over_capacity', code=500)`` (or 429; ``html=True`` gives
+  an HTML page).
+- A blocked network or country (ShareX #7910, #7982, #8009, #8107, #8200 and
+  obsidian-imgur-plugin #101, May-Oct 2025): ``cdn_blocked=True`` answers every /3/ call
+  400 "These actions are forbidden." in the envelope, with ``CDN-Error: yes``,
+  ``Retry-After: 0`` and ``Server: cat factory 1.0``; nothing is performed or charged and,
+  the CDN answering before the API, no X-RateLimit headers come with it. /oauth2/ and
+  image links are not affected by this switch.
+- i.imgur.com in a blocked region (the UK since 30 Sep 2025; issinoho/tvdinner and
+  shayanline/iptv-iran, "byte-for-byte identical, confirmed live") answers every image
+  link HTTP 200 ``image/png`` with one placeholder, 336x478 and 34,641 bytes:
+  ``region_blocked=True`` serves ``REGION_PLACEHOLDER_PNG``, a valid PNG of that size and
+  those dimensions (padded with a private ``rgPd`` chunk). Its pixels are not Imgur's, so
+  its md5 is not Imgur's f953f499c9824953791551bfef65fe61: a client can only be tested on
+  the shape (type, size, width, height) here.
+- i.imgur.com answers its web page instead of the image in some cases (``text/html``
+  first in Accept, yt-dlp #9458; a wrong extension): ``image_links_html=True`` answers
+  every image link 200 with an HTML page.
+
+Privacy and stale reads:
+- A new album's privacy defaults to the account's setting, which may be public (Imgur's
+  documentation): ``default_privacy='public'``.
+- ``ignore_create_privacy=True`` / ``ignore_update_privacy=True``: album create / update
+  ignore the ``privacy`` field (create gives the account's default). No public report
+  says Imgur does this; they let a test check that a client reads privacy back instead of
+  trusting what it sent.
+- Reads right after a write may be stale (PyImgur's live album tests sleep 1-2 s between
+  create/add/remove and the next read): with ``stale_album_reads=S`` (fake seconds, 0 by
+  default), ``GET /3/album/{id}`` and ``/images`` within S of an API write to that album
+  (create, update, add, remove, an upload into it) answer the album as it was just before
+  that write. The fake's choice for a new album: a stale read shows it as created with
+  nothing applied (the account's default privacy, no title, no images), never a 404.
+  Images deleted since stay gone; listings (``account/{user}/albums``) are never stale;
+  an album deleted is gone at once.
+
+Incomplete requests (HTTP/1.1, RFC 9112 section 8: a message shorter than its
+Content-Length, or a chunked body without its last chunk, is incomplete): the fake never
+acts on one, as a real server never performs an upload whose body did not arrive. It is
+not answered (the connection is closed), not charged and not logged in ``requests``; it
+is kept in ``incomplete_requests`` as a ``Request`` with ``incomplete=True``,
+``dropped=True``, ``status=None`` and the bytes that came in ``body_bytes``.
 
 Choices where Imgur's behaviour is not documented (see tests/INTERFACES.md):
 - "User" credits are per IP on Imgur; every client of the fake comes from 127.0.0.1,
@@ -92,7 +156,7 @@ DEFAULT_CLIENT_ID = 'test-client-id'
 DEFAULT_CLIENT_SECRET = 'test-client-secret'
 DEFAULT_ACCOUNT = 'alice'
 
-UPLOAD_COST = 10        # credits per upload (IMGUR_API.md "Limits and failures")
+UPLOAD_COST = 10        # credits per upload (Imgur's API documentation)
 CALL_COST = 1           # credits per other /3/ call; OAuth and image links cost 0
 ALBUMS_PER_PAGE = 50
 MB = 1024 * 1024
@@ -107,6 +171,11 @@ MSG_TOO_FAST = 'Uploading file too fast!'
 MSG_RATE_LIMIT = 'You are uploading too fast. Please wait {} more minutes.'
 MSG_NO_IMAGE = 'No image data was sent to the upload api'
 MSG_TOO_LARGE = 'File is over the size limit'
+MSG_FORM_BODY = 'Album fields must be sent as multipart/form-data or JSON'
+MSG_NOT_OWNER_ADD = 'You must own all the image ids to add them to album {}'
+MSG_FORBIDDEN = 'These actions are forbidden.'
+# The detail of the 429 some stale tokens get (the fake's wording: none was published).
+MSG_TOKEN_429 = 'Too many requests. Please try again later.'
 # Imgur's own error for a file type it refuses comes as an object, not a string.
 ERROR_BAD_TYPE = {'code': 1003, 'message': 'File type invalid (1)',
                   'type': 'ImgurException', 'exception': []}
@@ -119,7 +188,7 @@ FAULT_KINDS = {
     # kind: {option: default}
     'status': {'code': 500, 'html': False, 'message': None},
     'html': {'code': 503},
-    'over_capacity': {'html': False},
+    'over_capacity': {'code': 403, 'html': False},
     'rate_limit': {'minutes': None},
     'too_fast': {},
     'token_expired': {},
@@ -325,6 +394,30 @@ def make_gif(width: int = 1, height: int = 1, seed: int | str = 0, frames: int =
 # Imgur's placeholder for a deleted image is a 161x81 PNG.
 REMOVED_PNG = make_png(161, 81, seed='removed')
 
+REGION_PLACEHOLDER_SIZE = 34641
+REGION_PLACEHOLDER_WIDTH, REGION_PLACEHOLDER_HEIGHT = 336, 478
+
+
+def _region_placeholder() -> bytes:
+    """A valid 336x478 PNG of exactly 34,641 bytes, shaped like i.imgur.com's "Content
+    not viewable in your region" image (its pixels and md5 are not Imgur's)."""
+    width, height = REGION_PLACEHOLDER_WIDTH, REGION_PLACEHOLDER_HEIGHT
+    grey, band = b'\xe6\xe6\xe6' * width, b'\x40\x40\x40' * width
+    rows = b''.join(b'\x00' + (band if 200 <= y < 260 else grey) for y in range(height))
+    head = (PNG_SIGNATURE
+            + _png_chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0))
+            + _png_chunk(b'IDAT', zlib.compress(rows, 9)))
+    tail = _png_chunk(b'IEND', b'')
+    # A private ancillary chunk (decoders skip it) pads the file to Imgur's exact size.
+    text = b'Content not viewable in your region'
+    padding = REGION_PLACEHOLDER_SIZE - len(head) - len(tail) - 12
+    payload = (text + b'\x00' * padding)[:padding]
+    return head + _png_chunk(b'rgPd', payload) + tail
+
+
+REGION_PLACEHOLDER_PNG = _region_placeholder()
+assert len(REGION_PLACEHOLDER_PNG) == REGION_PLACEHOLDER_SIZE
+
 
 # ---------------------------------------------------------------------------
 # Records
@@ -394,6 +487,10 @@ class Request:
     ``files``: file parts of a multipart body (name -> (filename, bytes)).
     ``auth``: 'bearer', 'client-id' or None, from the Authorization header's scheme;
     ``account``: the username a valid Bearer token belongs to.
+    ``body_type``: 'multipart', 'json', 'form' (form-urlencoded, or any other non-empty
+    body) or 'none'. ``incomplete``: the body ended before its Content-Length (or its
+    last chunk); such a request is never acted on and is kept in
+    ``FakeImgur.incomplete_requests``, not in ``requests``.
     """
     method: str
     path: str
@@ -408,6 +505,19 @@ class Request:
     time: float = 0.0               # fake clock when received
     dropped: bool = False
     parse_error: str | None = None
+    incomplete: bool = False
+
+    @property
+    def body_type(self) -> str:
+        """How the body was sent: 'multipart', 'json', 'form' or 'none'."""
+        if not self.body_bytes:
+            return 'none'
+        content_type = self.headers.get_content_type() if self.headers else ''
+        if content_type == 'multipart/form-data':
+            return 'multipart'
+        if content_type == 'application/json':
+            return 'json'
+        return 'form'       # read as form-encoded, like _parse_body does
 
     def value(self, name: str, default=None):
         """First value of field ``name``, from the body, else the query string."""
@@ -539,9 +649,8 @@ _ALBUM_WRITES = {'_api_album_create', '_api_album_update', '_api_album_add',
 
 def _is_form_body(request: Request) -> bool:
     """A form-urlencoded body, or fields in the query string of a body-less write."""
-    content_type = (request.headers.get('Content-Type') or '') if request.headers else ''
     if request.body_bytes:
-        return not content_type.startswith(('multipart/form-data', 'application/json'))
+        return request.body_type == 'form'
     return bool(request.query)
 
 
@@ -639,7 +748,11 @@ class FakeImgur:
                  max_image_size: int = 20 * MB, max_gif_size: int = 200 * MB,
                  png_to_jpeg_size: int | None = 5 * MB, strip_metadata: bool = True,
                  album_form_bodies: bool = False, add_refuses_unowned: bool = True,
-                 seed=None):
+                 legacy_delete_removes: bool = False, invalid_token_shape: str = 'envelope',
+                 album_account_url_null: bool = False, region_blocked: bool = False,
+                 image_links_html: bool = False, cdn_blocked: bool = False,
+                 ignore_create_privacy: bool = False, ignore_update_privacy: bool = False,
+                 stale_album_reads: float = 0.0, seed=None):
         # Options.
         self.user_limit = user_limit
         self.client_limit = client_limit
@@ -657,9 +770,20 @@ class FakeImgur:
         self.max_gif_size = max_gif_size
         self.png_to_jpeg_size = png_to_jpeg_size
         self.strip_metadata = strip_metadata
-        # Imgur since December 2024 (see "Album writes since December 2024" above).
+        # Imgur since Dec 2024 (the module docstring, "Album writes since December 2024").
         self.album_form_bodies = album_form_bodies      # True: accept them, as before
         self.add_refuses_unowned = add_refuses_unowned  # False: skip them silently
+        self.legacy_delete_removes = legacy_delete_removes  # True: the DELETE form works
+        # Answers reported since 2024 (the module docstring, "Answers seen since 2024").
+        self.invalid_token_shape = invalid_token_shape  # 'envelope' (403) | 'legacy429'
+        self.album_account_url_null = album_account_url_null
+        self.region_blocked = region_blocked            # image links: region placeholder
+        self.image_links_html = image_links_html        # image links: a web page
+        self.cdn_blocked = cdn_blocked                  # every /3/ call: CDN-Error 400
+        # The module docstring, "Privacy and stale reads".
+        self.ignore_create_privacy = ignore_create_privacy
+        self.ignore_update_privacy = ignore_update_privacy
+        self.stale_album_reads = stale_album_reads      # fake seconds; 0: reads are fresh
         self.on_request = None
 
         self._lock = threading.RLock()
@@ -679,6 +803,8 @@ class FakeImgur:
         self.albums: dict[str, AlbumRecord] = {}
         self.images: dict[str, ImageRecord] = {}
         self._album_seq = 0
+        # album ID -> (fake time of its last API write, AlbumRecord copy from before it).
+        self._album_before_write: dict[str, tuple] = {}
 
         # Credits: (window start on the fake clock or None, credits used in the window).
         self._user_window = [None, 0]
@@ -688,6 +814,7 @@ class FakeImgur:
 
         # Log and faults.
         self.requests: list[Request] = []
+        self.incomplete_requests: list[Request] = []   # bodies cut short: never acted on
         self.faults: list[Fault] = []
         self.errors: list[str] = []        # internal errors of the fake (should stay empty)
         self.connections = 0               # TCP connections accepted so far
@@ -859,6 +986,7 @@ class FakeImgur:
         """Delete an album directly; its images stay."""
         with self._lock:
             del self.albums[album_id]
+            self._album_before_write.pop(album_id, None)
 
     def album_image_ids(self, album_id: str) -> list:
         """The album's image IDs, in album order."""
@@ -887,9 +1015,10 @@ class FakeImgur:
             return [r for r in self.requests if r.path.startswith(('/3/', '/oauth2/'))]
 
     def reset_requests(self) -> None:
-        """Forget the logged requests (credits_used is kept)."""
+        """Forget the logged requests, incomplete ones too (credits_used is kept)."""
         with self._lock:
             self.requests.clear()
+            self.incomplete_requests.clear()
 
     # -- Faults ---------------------------------------------------------------
 
@@ -936,10 +1065,11 @@ class FakeImgur:
             code = options['code']
             title = f'{code} {http.HTTPStatus(code).phrase}'
             return _html_answer(code, title, 'The server could not answer your request.')
-        if fault.kind == 'over_capacity':
+        if fault.kind == 'over_capacity':     # 403 usually; 500 and 429 seen in 2025
             if options['html']:
-                return _html_answer(403, 'Imgur is over capacity!', MSG_OVER_CAPACITY)
-            return _error(request, 403, MSG_OVER_CAPACITY)
+                return _html_answer(options['code'], 'Imgur is over capacity!',
+                                    MSG_OVER_CAPACITY)
+            return _error(request, options['code'], MSG_OVER_CAPACITY)
         if fault.kind == 'rate_limit':
             minutes = options['minutes']
             seconds = minutes * 60 if minutes is not None else self._user_reset_in()
@@ -947,7 +1077,7 @@ class FakeImgur:
         if fault.kind == 'too_fast':
             return _error(request, 400, MSG_TOO_FAST)
         if fault.kind == 'token_expired':
-            return _error(request, 403, MSG_INVALID_TOKEN)
+            return self._invalid_token(request)
         raise AssertionError(fault.kind)
 
     # -- Serving a request ----------------------------------------------------
@@ -965,6 +1095,18 @@ class FakeImgur:
         with self._lock:
             self.requests.append(request)
         return request
+
+    def _receive_incomplete(self, method: str, raw_path: str, headers, partial: bytes):
+        """Record a request whose body never fully arrived; it is not acted on, not
+        logged in ``requests``, not charged and gets no answer."""
+        split = urllib.parse.urlsplit(raw_path)
+        request = Request(
+            method=method, path=split.path,
+            query=urllib.parse.parse_qs(split.query, keep_blank_values=True),
+            status=None, body_bytes=partial, auth=_auth_kind(headers.get('Authorization')),
+            headers=headers, time=self.now(), dropped=True, incomplete=True)
+        with self._lock:
+            self.incomplete_requests.append(request)
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until no request is being served (a test's next run must not race with
@@ -1114,9 +1256,30 @@ class FakeImgur:
     # -- The /3/ API ----------------------------------------------------------
 
     def _api(self, request: Request) -> _Answer:
+        if self.cdn_blocked:
+            return self._cdn_refusal(request)
         answer = self._api_answer(request)
         answer.headers += self._rate_headers(request)
         return answer
+
+    @staticmethod
+    def _cdn_refusal(request: Request) -> _Answer:
+        """A blocked network or country: Imgur's CDN answers before the API does, so
+        nothing is performed, nothing charged, and no rate headers come with it."""
+        answer = _error(request, 400, MSG_FORBIDDEN)
+        answer.headers += [('CDN-Error', 'yes'), ('Retry-After', '0'),
+                           ('Server', 'cat factory 1.0')]
+        return answer
+
+    def _invalid_token(self, request: Request) -> _Answer:
+        """An invalid or expired access token, in the shape ``invalid_token_shape`` says."""
+        if self.invalid_token_shape == 'legacy429':
+            # Since 2025 some stale tokens get a 429 in the errors shape; the rate headers
+            # added by _api still show credits left, since the refusal costs none.
+            return _json_answer(429, {'errors': [{
+                'id': self._secret(16), 'code': '429', 'status': 'Too Many Requests',
+                'detail': MSG_TOKEN_429}]}, ERRORS_SHAPE_TYPE)
+        return _error(request, 403, MSG_INVALID_TOKEN)
 
     def _authenticate(self, request: Request):
         """Return (username or None for Client-ID, error answer or None)."""
@@ -1125,7 +1288,7 @@ class FakeImgur:
         if request.auth == 'bearer':
             token = self._access_tokens.get(credential)
             if token is None or token.expires_at <= self.now():
-                return None, _error(request, 403, MSG_INVALID_TOKEN)
+                return None, self._invalid_token(request)
             request.account = token.username
             return token.username, None
         if request.auth == 'client-id':
@@ -1154,8 +1317,7 @@ class FakeImgur:
             return _error(request, 400, f'Could not read the request: {request.parse_error}')
         if handler in _ALBUM_WRITES and not self.album_form_bodies \
                 and request.method in ('POST', 'PUT') and _is_form_body(request):
-            return _error(request, 400, 'Album fields must be sent as multipart/form-data '
-                                        'or JSON')
+            return _error(request, 400, MSG_FORM_BODY)
         params = {key: value for key, value in match.groupdict().items() if value is not None}
         return getattr(self, handler)(request, user, **params)
 
@@ -1172,7 +1334,7 @@ class FakeImgur:
             'views': image.views, 'bandwidth': image.bandwidth, 'favorite': False,
             'nsfw': None, 'section': None, 'in_gallery': False,
             'account_url': image.owner,
-            'account_id': self.accounts[image.owner].id if image.owner else None,
+            'account_id': self._account_id(image.owner),
             'name': image.name if is_owner else None,
             'link': f'{self.url}i/{image.id}.{image.ext}',
         }
@@ -1180,27 +1342,32 @@ class FakeImgur:
             model['deletehash'] = image.deletehash
         return model
 
+    def _account_id(self, username: str | None) -> int:
+        """The owner's numeric ID; 0 (Imgur's "unset") for an anonymous image or album."""
+        return self.accounts[username].id if username else 0
+
     def _album_model(self, album: AlbumRecord, viewer: str | None,
                      with_images: bool = True) -> dict:
         """The Album model; ``deletehash`` only for the owner; listings omit ``images``."""
-        if album.cover in album.image_ids:
+        image_ids = [i for i in album.image_ids if i in self.images]   # see _album_as_read
+        if album.cover in image_ids:
             cover = album.cover
         else:
-            cover = album.image_ids[0] if album.image_ids else None
+            cover = image_ids[0] if image_ids else None
         model = {
             'id': album.id, 'title': album.title, 'description': album.description,
-            'datetime': album.datetime, 'cover': cover, 'account_url': album.owner,
-            'account_id': self.accounts[album.owner].id if album.owner else None,
+            'datetime': album.datetime, 'cover': cover,
+            'account_url': None if self.album_account_url_null else album.owner,
+            'account_id': self._account_id(album.owner),
             'privacy': album.privacy, 'layout': 'blog', 'views': 0,
             'link': ALBUM_LINK.format(album.id), 'favorite': False, 'nsfw': None,
             'section': None, 'in_gallery': False, 'is_ad': False,
-            'images_count': len(album.image_ids),
+            'images_count': len(image_ids),
         }
         if album.owner is not None and album.owner == viewer:
             model['deletehash'] = album.deletehash
         if with_images:
-            model['images'] = [self._image_model(self.images[i], viewer)
-                               for i in album.image_ids]
+            model['images'] = self._album_image_models(album, viewer)
         return model
 
     # Images.
@@ -1248,6 +1415,7 @@ class FakeImgur:
         image = self._store_image(user, data, mime, request.value('name') or filename,
                                   request.value('title'), request.value('description'))
         if album is not None:       # anonymous uploads never go into albums
+            self._before_album_write(album)
             album.image_ids.append(image.id)
         return _ok(self._image_model(image, user, uploader=True))
 
@@ -1320,20 +1488,45 @@ class FakeImgur:
         privacy, error = self._privacy(request, self.default_privacy)
         if error:
             return error
+        if self.ignore_create_privacy:          # the field is dropped: the account's setting
+            privacy = self.default_privacy
         album_id = self.create_album(user, title=request.value('title'), privacy=privacy,
                                      image_ids=self._own_image_ids(request, user),
                                      description=request.value('description'))
         album = self.albums[album_id]
         album.cover = request.value('cover')
+        # A stale read of a new album shows it as Imgur makes it before any field is
+        # applied: the account's default privacy, no title, no images.
+        self._album_before_write[album_id] = (self.now(), dataclasses.replace(
+            album, title=None, description=None, privacy=self.default_privacy,
+            image_ids=[], cover=None))
         return _ok({'id': album.id, 'deletehash': album.deletehash})
 
     def _api_album_info(self, request, user, album_id):
         album, error = self._find_album(request, album_id)
-        return error or _ok(self._album_model(album, user))
+        return error or _ok(self._album_model(self._album_as_read(album), user))
 
     def _api_album_images(self, request, user, album_id):
         album, error = self._find_album(request, album_id)
-        return error or _ok([self._image_model(self.images[i], user) for i in album.image_ids])
+        return error or _ok(self._album_image_models(self._album_as_read(album), user))
+
+    def _album_image_models(self, album: AlbumRecord, viewer: str | None) -> list:
+        # A stale snapshot may still name an image deleted since: it is gone for good.
+        return [self._image_model(self.images[i], viewer) for i in album.image_ids
+                if i in self.images]
+
+    def _album_as_read(self, album: AlbumRecord) -> AlbumRecord:
+        """The album, or its state before its last write while reads are stale."""
+        written_at, before = self._album_before_write.get(album.id, (None, None))
+        if (before is not None and self.stale_album_reads > 0
+                and self.now() - written_at < self.stale_album_reads):
+            return before
+        return album
+
+    def _before_album_write(self, album: AlbumRecord) -> None:
+        """Keep the album as it is now, for stale reads right after this write."""
+        self._album_before_write[album.id] = (
+            self.now(), dataclasses.replace(album, image_ids=list(album.image_ids)))
 
     def _api_album_update(self, request, user, album_id):
         album, error = self._find_album(request, album_id, owner=user)
@@ -1342,7 +1535,9 @@ class FakeImgur:
         privacy, error = self._privacy(request, album.privacy)
         if error:
             return error
-        album.privacy = privacy
+        self._before_album_write(album)
+        if not self.ignore_update_privacy:
+            album.privacy = privacy
         for field in ('title', 'description', 'cover'):
             value = request.value(field)
             if value is not None:
@@ -1358,8 +1553,8 @@ class FakeImgur:
         owned = self._own_image_ids(request, user)
         if self.add_refuses_unowned and len(owned) < len(_requested_ids(request)):
             # Since 2025 one ID that is not the caller's image refuses the whole add.
-            return _error(request, 403, f'You must own all the image ids to add them to '
-                                        f'album {album_id}')
+            return _error(request, 403, MSG_NOT_OWNER_ADD.format(album_id))
+        self._before_album_write(album)
         # Older quirk: IDs that are unknown, not the caller's, or already there are
         # skipped silently, and the answer is success all the same.
         for image_id in owned:
@@ -1371,10 +1566,11 @@ class FakeImgur:
         album, error = self._find_album(request, album_id, owner=user)
         if error:
             return error
-        if request.method == 'DELETE':
+        if request.method == 'DELETE' and not self.legacy_delete_removes:
             # The old DELETE form with IDs in the query: since 2025 it answers success
             # and removes nothing (PyImgur moved off it in March 2025).
             return _ok(True)
+        self._before_album_write(album)
         # Quirk: IDs not in the album are ignored.
         for image_id in _requested_ids(request):
             if image_id in album.image_ids:
@@ -1500,6 +1696,12 @@ class FakeImgur:
         if request.method not in ('GET', 'HEAD'):
             return _html_answer(405, 'Method Not Allowed', 'Only GET here.')
         match = re.match(r'^/i/([A-Za-z0-9]+)(?:\.[A-Za-z0-9]+)?$', request.path)
+        if match and self.region_blocked:
+            # i.imgur.com in a blocked region: 200 image/png, the same placeholder for
+            # every link, nothing to tell it from a photo but its bytes.
+            return _Answer(200, REGION_PLACEHOLDER_PNG, [('Content-Type', 'image/png')])
+        if match and self.image_links_html:
+            return _html_answer(200, 'Imgur', 'The web page, not the image.')
         if match:
             image = self.images.get(match.group(1))
             if image is None:      # deleted or never existed: Imgur's placeholder
@@ -1541,6 +1743,14 @@ class _Server(ThreadingHTTPServer):
         self.server_name, self.server_port = self.server_address[:2]
 
 
+class _IncompleteBody(Exception):
+    """The request body ended before it was all there; ``partial`` is what came."""
+
+    def __init__(self, partial: bytes):
+        super().__init__('request body cut short')
+        self.partial = partial
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Reads a request, lets the FakeImgur answer it, writes (or drops) the answer."""
 
@@ -1551,7 +1761,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def version_string(self):
-        return self.server_version
+        return getattr(self, '_server_header', None) or self.server_version
 
     def setup(self):
         super().setup()
@@ -1570,7 +1780,12 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         try:
             body = self._read_body()
-        except (ValueError, OSError):
+        except _IncompleteBody as exc:
+            # The client went away mid-body: a server never acts on half a request.
+            fake._receive_incomplete(self.command, self.path, self.headers, exc.partial)
+            self._drop()
+            return
+        except OSError:
             self._drop()
             return
         request = fake._receive(self.command, self.path, self.headers, body)
@@ -1583,28 +1798,44 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_GET
 
     def _read_body(self) -> bytes:
+        """The whole body; raises _IncompleteBody if it ends early or does not parse."""
         if 'chunked' in self.headers.get('Transfer-Encoding', '').lower():
-            chunks = []
-            while True:
-                size = int(self.rfile.readline(1024).split(b';', 1)[0].strip(), 16)
-                if size == 0:
-                    break
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(1024)
-            while self.rfile.readline(1024) not in (b'\r\n', b'\n', b''):
-                pass                                    # trailers
-            return b''.join(chunks)
-        length = int(self.headers.get('Content-Length') or 0)
+            return self._read_chunked()
+        try:
+            length = int(self.headers.get('Content-Length') or 0)
+        except ValueError:
+            raise _IncompleteBody(b'') from None
         body = self.rfile.read(length) if length > 0 else b''
-        if len(body) < length:
-            # The client went away mid-body: a server never acts on half a request.
-            raise ValueError('body cut short')
+        if len(body) < length:          # rfile.read returns short at EOF
+            raise _IncompleteBody(body)
         return body
 
+    def _read_chunked(self) -> bytes:
+        chunks = []
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b';', 1)[0].strip(), 16)
+            except ValueError:          # EOF (b'') or garbage instead of a chunk size
+                raise _IncompleteBody(b''.join(chunks)) from None
+            if size == 0:
+                break                   # the last chunk arrived: the body is whole
+            chunk = self.rfile.read(size)
+            chunks.append(chunk)
+            if len(chunk) < size or self.rfile.readline(1024) == b'':
+                raise _IncompleteBody(b''.join(chunks))
+        while self.rfile.readline(1024) not in (b'\r\n', b'\n', b''):
+            pass                                    # trailers
+        return b''.join(chunks)
+
     def _send(self, answer: _Answer) -> None:
+        # send_response writes the Server header itself: an answer may name its own.
+        headers = [(name, value) for name, value in answer.headers if name != 'Server']
+        self._server_header = next((value for name, value in answer.headers
+                                    if name == 'Server'), None)
         try:
             self.send_response(answer.status)
-            for name, value in answer.headers:
+            for name, value in headers:
                 self.send_header(name, value)
             self.send_header('Content-Length', str(len(answer.body)))
             self.end_headers()

@@ -12,12 +12,15 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
+import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.parse
+import zlib
 from pathlib import Path
 
 import imgurpython.client
@@ -25,8 +28,9 @@ import pytest
 import requests
 from imgurpython import ImgurClient
 
-from fake_imgur import (DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MB, REMOVED_PNG,
-                        FakeImgur, make_gif, make_jpeg, make_png)
+from fake_imgur import (DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MB,
+                        REGION_PLACEHOLDER_PNG, REMOVED_PNG, FakeImgur, make_gif, make_jpeg,
+                        make_png)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -892,6 +896,319 @@ def test_latency(fake, alice):
     started = time.monotonic()
     assert call(fake, 'GET', '3/account/me', alice).ok
     assert time.monotonic() - started >= 0.2
+
+
+# ---------------------------------------------------------------------------
+# Imgur since 2024-25, the default (the fake's docstring, "Album writes since December
+# 2024", "Answers seen since 2024", "Privacy and stale reads", "Incomplete requests")
+# ---------------------------------------------------------------------------
+
+def test_defaults_are_imgur_today():
+    fake = FakeImgur()
+    assert (fake.album_form_bodies, fake.add_refuses_unowned,
+            fake.legacy_delete_removes) == (False, True, False)
+    assert fake.invalid_token_shape == 'envelope'
+    assert (fake.album_account_url_null, fake.region_blocked, fake.image_links_html,
+            fake.cdn_blocked) == (False, False, False, False)
+    assert (fake.default_privacy, fake.ignore_create_privacy,
+            fake.ignore_update_privacy, fake.stale_album_reads) == ('public', False, False, 0)
+    assert fake.incomplete_requests == []
+
+
+def test_request_records_its_body_type(fake, alice):
+    album_id = fake.create_album('alice')
+    call(fake, 'POST', f'3/album/{album_id}', alice, data={'title': 'm'})
+    call(fake, 'POST', f'3/album/{album_id}', alice, json={'title': 'j'})
+    call(fake, 'POST', f'3/album/{album_id}', alice, form=True, data={'title': 'f'})
+    call(fake, 'DELETE', f'3/album/{album_id}', alice)
+    assert [(r.body_type, r.status) for r in fake.api_requests()] == [
+        ('multipart', 200), ('json', 200), ('form', 400), ('none', 200)]
+
+
+def test_album_form_body_refusal_and_every_accepted_body(fake, alice):
+    """Form bodies: 400 "Album fields must be sent as multipart/form-data or JSON"."""
+    album_id = fake.create_album('alice')
+    ids = [fake.create_image('alice', make_jpeg(seed=n)) for n in range(4)]
+    answer = call(fake, 'PUT', f'3/album/{album_id}', alice, form=True, data={'title': 'x'})
+    assert answer.status_code == 400
+    assert answer.json()['data']['error'] == (
+        'Album fields must be sent as multipart/form-data or JSON')
+    answer = call(fake, 'POST', '3/album', alice, params={'title': 'in the query'})
+    assert answer.status_code == 400 and len(fake.albums) == 1
+    # multipart ids[] repeated, multipart ids comma-separated, JSON list
+    assert call(fake, 'POST', f'3/album/{album_id}/add', alice,
+                files=[('ids[]', (None, ids[0])), ('ids[]', (None, ids[1]))]).ok
+    assert call(fake, 'POST', f'3/album/{album_id}/add', alice, data={'ids': ids[2]}).ok
+    assert call(fake, 'POST', f'3/album/{album_id}/add', alice, json={'ids': [ids[3]]}).ok
+    assert fake.album_image_ids(album_id) == ids
+    assert call(fake, 'POST', f'3/album/{album_id}/remove_images', alice,
+                json={'ids': ids[:2]}).ok
+    assert fake.album_image_ids(album_id) == ids[2:]
+    created = call(fake, 'POST', '3/album', alice, json={'title': 'J', 'ids': [ids[2]]})
+    assert fake.album_image_ids(created.json()['data']['id']) == [ids[2]]
+
+
+def test_delete_form_of_remove_images_removes_only_when_legacy(fake, alice):
+    album_id = fake.create_album('alice')
+    ids = [fake.create_image('alice', make_jpeg(seed=n), album=album_id) for n in range(2)]
+    answer = call(fake, 'DELETE', f'3/album/{album_id}/remove_images', alice,
+                  params={'ids': ids[0]})
+    assert answer.json() == {'data': True, 'success': True, 'status': 200}
+    assert fake.album_image_ids(album_id) == ids
+    fake.legacy_delete_removes = True                   # Imgur before 2025
+    call(fake, 'DELETE', f'3/album/{album_id}/remove_images', alice, params={'ids': ids[0]})
+    assert fake.album_image_ids(album_id) == ids[1:]
+
+
+def test_album_add_refusal_adds_none_of_the_ids(fake, alice):
+    album_id = fake.create_album('alice')
+    mine = [fake.create_image('alice', make_jpeg(seed=n)) for n in range(2)]
+    answer = call(fake, 'POST', f'3/album/{album_id}/add', alice,
+                  data={'ids[]': [mine[0], 'zzzzzzz', mine[1]]})
+    assert answer.status_code == 403
+    assert answer.json()['data']['error'] == (
+        f'You must own all the image ids to add them to album {album_id}')
+    assert fake.album_image_ids(album_id) == []
+    fake.add_refuses_unowned = False
+    call(fake, 'POST', f'3/album/{album_id}/add', alice,
+         data={'ids[]': [mine[0], 'zzzzzzz', mine[1]]})
+    assert fake.album_image_ids(album_id) == mine
+
+
+def test_invalid_token_as_legacy_429_with_credits_left(fake):
+    """PyImgur, March 2025 (the fake's docstring, "Answers seen since 2024")."""
+    creds = fake.credentials()
+    fake.expire_access_tokens()
+    fake.invalid_token_shape = 'legacy429'
+    answer = call(fake, 'GET', '3/account/me', bearer(creds['access_token']))
+    assert answer.status_code == 429
+    assert answer.headers['Content-Type'] == 'application/vnd.imgur.v1+json'
+    body = answer.json()
+    assert 'data' not in body
+    error = body['errors'][0]
+    assert (error['code'], error['status']) == ('429', 'Too Many Requests')
+    assert error['detail']
+    assert answer.headers['X-RateLimit-UserRemaining'] == '12500'       # cost nothing
+    assert int(answer.headers['X-RateLimit-ClientRemaining']) > 0
+    assert fake.credits_used == 0
+    fake.add_fault('token_expired')             # the fault answers in the same shape
+    fresh = bearer(fake.issue_tokens()['access_token'])
+    assert call(fake, 'GET', '3/account/me', fresh).status_code == 429
+    assert call(fake, 'GET', '3/account/me', fresh).ok
+    fake.invalid_token_shape = 'envelope'
+    answer = call(fake, 'GET', '3/account/me', bearer(creds['access_token']))
+    assert answer.status_code == 403
+    assert answer.json()['data']['error'] == 'The access token provided is invalid.'
+
+
+def test_models_carry_account_id_and_account_url_may_be_null(fake, alice):
+    alice_id = call(fake, 'GET', '3/account/me', alice).json()['data']['id']
+    album_id = fake.create_album('alice', 'A')
+    image_id = fake.create_image('alice', make_jpeg(), album=album_id)
+    album = call(fake, 'GET', f'3/album/{album_id}', alice).json()['data']
+    assert (album['account_url'], album['account_id']) == ('alice', alice_id)
+    assert album['images'][0]['account_id'] == alice_id
+    image = call(fake, 'GET', f'3/image/{image_id}', alice).json()['data']
+    assert (image['account_url'], image['account_id']) == ('alice', alice_id)
+    fake.album_account_url_null = True
+    album = call(fake, 'GET', f'3/album/{album_id}', alice).json()['data']
+    assert album['account_url'] is None and album['account_id'] == alice_id
+    listed = call(fake, 'GET', '3/account/me/albums/0', alice).json()['data'][0]
+    assert listed['account_url'] is None and listed['account_id'] == alice_id
+    # Anonymous: no owner URL, account_id 0 (an unset field, not null).
+    anonymous_album = fake.create_album(None)
+    anonymous = call(fake, 'GET', f'3/album/{anonymous_album}', ANON).json()['data']
+    assert (anonymous['account_url'], anonymous['account_id']) == (None, 0)
+    anonymous_image = fake.create_image(None, make_jpeg(seed=2))
+    image = call(fake, 'GET', f'3/image/{anonymous_image}', ANON).json()['data']
+    assert (image['account_url'], image['account_id']) == (None, 0)
+
+
+def test_token_answer_names_the_account(fake):
+    refresh = fake.issue_tokens()['refresh_token']
+    tokens = call(fake, 'POST', 'oauth2/token', data=token_form(
+        grant_type='refresh_token', refresh_token=refresh)).json()
+    me = call(fake, 'GET', '3/account/me', bearer(tokens['access_token'])).json()['data']
+    assert (tokens['account_id'], tokens['account_username']) == (me['id'], 'alice')
+
+
+def png_chunks(data: bytes) -> list:
+    """(type, payload) of each chunk of a PNG, checking every CRC."""
+    assert data.startswith(b'\x89PNG\r\n\x1a\n')
+    chunks, pos = [], 8
+    while pos < len(data):
+        length, kind = struct.unpack('>I4s', data[pos:pos + 8])
+        payload = data[pos + 8:pos + 8 + length]
+        crc, = struct.unpack('>I', data[pos + 8 + length:pos + 12 + length])
+        assert crc == zlib.crc32(kind + payload) & 0xFFFFFFFF, kind
+        chunks.append((kind, payload))
+        pos += 12 + length
+    assert pos == len(data)
+    return chunks
+
+
+def test_region_placeholder_is_a_336x478_png_of_34641_bytes():
+    """The shape reported from blocked regions (the fake's docstring)."""
+    assert len(REGION_PLACEHOLDER_PNG) == 34641
+    chunks = png_chunks(REGION_PLACEHOLDER_PNG)
+    assert chunks[0][0] == b'IHDR' and chunks[-1] == (b'IEND', b'')
+    width, height, depth, colour = struct.unpack('>IIBB', chunks[0][1][:10])
+    assert (width, height) == (336, 478)
+    pixels = zlib.decompress(b''.join(p for kind, p in chunks if kind == b'IDAT'))
+    assert len(pixels) == height * (1 + width * 3) and (depth, colour) == (8, 2)
+    # Every other chunk is ancillary (lower-case first letter): decoders may skip it.
+    assert all(kind[:1].islower() for kind, _ in chunks
+               if kind not in (b'IHDR', b'IDAT', b'IEND'))
+
+
+def test_region_blocked_links_answer_the_placeholder(fake, alice):
+    image = upload(fake, alice, make_jpeg(seed=1)).json()['data']
+    fake.region_blocked = True
+    for link in (image['link'], f'{fake.url}i/gone123.jpg'):
+        answer = requests.get(link, timeout=TIMEOUT, allow_redirects=False)
+        assert answer.status_code == 200 and answer.headers['Content-Type'] == 'image/png'
+        assert answer.content == REGION_PLACEHOLDER_PNG
+    fake.region_blocked = False
+    assert requests.get(image['link'], timeout=TIMEOUT).content == fake.image_bytes(
+        image['id'])
+
+
+def test_image_link_may_answer_a_web_page(fake, alice):
+    link = upload(fake, alice).json()['data']['link']
+    fake.image_links_html = True
+    answer = requests.get(link, timeout=TIMEOUT)
+    assert answer.status_code == 200 and 'text/html' in answer.headers['Content-Type']
+    assert answer.content.lstrip().startswith(b'<!DOCTYPE html>')
+
+
+def test_cdn_block_answers_every_api_call_forbidden(fake, alice):
+    """ShareX #7910 and others, 2025 (the fake's docstring, "Answers seen since 2024")."""
+    fake.cdn_blocked = True
+    for method, path, kwargs in (('POST', '3/image', {'files': {'image': ('a.jpg',
+                                                                          make_jpeg())}}),
+                                 ('POST', '3/album', {'data': {'title': 'x'}}),
+                                 ('GET', '3/account/me', {}), ('GET', '3/credits', {})):
+        answer = call(fake, method, path, alice, **kwargs)
+        assert answer.status_code == 400, path
+        body = answer.json()
+        assert body['success'] is False and body['status'] == 400
+        assert body['data']['error'] == 'These actions are forbidden.'
+        assert answer.headers['CDN-Error'] == 'yes'
+        assert answer.headers['Retry-After'] == '0'
+        assert answer.headers['Server'] == 'cat factory 1.0'
+    assert fake.images == {} and fake.albums == {} and fake.credits_used == 0
+    fake.cdn_blocked = False
+    answer = call(fake, 'GET', '3/account/me', alice)
+    assert answer.ok and 'CDN-Error' not in answer.headers
+    assert answer.headers['Server'] != 'cat factory 1.0'
+
+
+@pytest.mark.parametrize('code', [403, 500, 429])
+def test_over_capacity_in_every_envelope(fake, alice, code):
+    fake.add_fault('over_capacity', **({} if code == 403 else {'code': code}))
+    answer = call(fake, 'POST', '3/album', alice, data={'title': 'x'})
+    assert answer.status_code == code
+    assert answer.json()['data']['error'] == (
+        'Imgur is temporarily over capacity. Please try again later.')
+    assert answer.json()['status'] == code and fake.albums == {}
+    fake.add_fault('over_capacity', code=code, html=True)
+    answer = call(fake, 'GET', '3/account/me', alice)
+    assert answer.status_code == code and 'over capacity' in answer.text
+    with pytest.raises(ValueError):
+        answer.json()
+
+
+def test_privacy_fields_may_be_ignored(fake, alice):
+    created = call(fake, 'POST', '3/album', alice, data={'privacy': 'hidden'})
+    album_id = created.json()['data']['id']
+    assert fake.albums[album_id].privacy == 'hidden'
+    fake.ignore_create_privacy = True
+    ignored = call(fake, 'POST', '3/album', alice, data={'privacy': 'hidden'})
+    assert fake.albums[ignored.json()['data']['id']].privacy == 'public'    # the default
+    fake.default_privacy = 'secret'
+    ignored = call(fake, 'POST', '3/album', alice, data={'privacy': 'hidden'})
+    assert fake.albums[ignored.json()['data']['id']].privacy == 'secret'
+    fake.ignore_update_privacy = True
+    assert call(fake, 'POST', f'3/album/{album_id}', alice,
+                data={'privacy': 'public', 'title': 'T'}).ok
+    assert (fake.albums[album_id].privacy, fake.albums[album_id].title) == ('hidden', 'T')
+    fake.ignore_update_privacy = False
+    call(fake, 'POST', f'3/album/{album_id}', alice, data={'privacy': 'public'})
+    assert fake.albums[album_id].privacy == 'public'
+
+
+def test_stale_reads_right_after_a_write(fake, alice):
+    """PyImgur's live tests pause 1-2 s after a write (the fake's docstring)."""
+    fake.stale_album_reads = 2.0
+    image_ids = [fake.create_image('alice', make_jpeg(seed=n)) for n in range(2)]
+    created = call(fake, 'POST', '3/album', alice, data={'title': 'T', 'privacy': 'hidden',
+                                                         'ids[]': image_ids[0]})
+    album_id = created.json()['data']['id']
+
+    def read():
+        album = call(fake, 'GET', f'3/album/{album_id}', alice).json()['data']
+        images = call(fake, 'GET', f'3/album/{album_id}/images', alice).json()['data']
+        assert [i['id'] for i in album['images']] == [i['id'] for i in images]
+        return album['title'], album['privacy'], [i['id'] for i in images]
+
+    # A new album read at once: as created, nothing applied (the account's default).
+    assert read() == (None, 'public', [])
+    fake.advance(2)
+    assert read() == ('T', 'hidden', image_ids[:1])
+    call(fake, 'POST', f'3/album/{album_id}/add', alice, data={'ids[]': image_ids[1]})
+    assert read() == ('T', 'hidden', image_ids[:1])         # before the add
+    assert fake.album_image_ids(album_id) == image_ids      # the add was done
+    fake.advance(1.5)
+    assert read() == ('T', 'hidden', image_ids[:1])
+    fake.advance(0.5)
+    assert read() == ('T', 'hidden', image_ids)
+    call(fake, 'PUT', f'3/album/{album_id}', alice, data={'privacy': 'public'})
+    assert read()[1] == 'hidden'
+    fake.stale_album_reads = 0                              # the default: always fresh
+    assert read()[1] == 'public'
+
+
+def raw_exchange(fake, head: bytes, body: bytes) -> bytes:
+    """Send a request's head and (part of) its body, stop sending, read to the end."""
+    with socket.create_connection(('127.0.0.1', int(fake.url.rsplit(':', 1)[1][:-1])),
+                                  timeout=TIMEOUT) as sock:
+        sock.sendall(head + body)
+        sock.shutdown(socket.SHUT_WR)       # the client went away mid-body
+        received = b''
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+def test_a_body_cut_short_is_never_acted_on(fake, alice):
+    """RFC 9112 section 8 (the fake's docstring, "Incomplete requests")."""
+    album_id = fake.create_album('alice')
+    prepared = requests.Request('POST', fake.url + '3/image', headers=alice, files={
+        'image': ('a.jpg', make_jpeg(size=4000))}, data={'album': album_id}).prepare()
+    head = (f'POST /3/image HTTP/1.1\r\nHost: 127.0.0.1\r\n'
+            f'Authorization: {alice["Authorization"]}\r\n'
+            f'Content-Type: {prepared.headers["Content-Type"]}\r\n'
+            f'Content-Length: {len(prepared.body)}\r\n\r\n').encode()
+    # Cut after the image part: what came would parse as a whole upload.
+    cut = prepared.body.rindex(b'--', 0, len(prepared.body) - 10)
+    assert raw_exchange(fake, head, prepared.body[:cut]) == b''      # no answer
+    chunked = (b'POST /3/album HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: '
+               + alice['Authorization'].encode() + b'\r\nContent-Type: application/json'
+               b'\r\nTransfer-Encoding: chunked\r\n\r\n')
+    assert raw_exchange(fake, chunked, b'e\r\n{"title": "x"}\r\n') == b''  # no last chunk
+    assert raw_exchange(fake, chunked, b'40\r\n{"title": "x"}') == b''      # short chunk
+    wait_until(lambda: len(fake.incomplete_requests) == 3)
+    first = fake.incomplete_requests[0]
+    assert (first.method, first.path, first.status) == ('POST', '/3/image', None)
+    assert first.incomplete and first.dropped and first.body_bytes == prepared.body[:cut]
+    assert fake.incomplete_requests[1].body_bytes == b'{"title": "x"}'
+    assert fake.images == {} and len(fake.albums) == 1 and fake.credits_used == 0
+    assert fake.requests == []
+    # The same upload, whole, is done.
+    assert raw_exchange(fake, head, prepared.body).startswith(b'HTTP/1.1 200')
+    assert fake.album_image_ids(album_id) != []
+    fake.reset_requests()
+    assert fake.incomplete_requests == []
 
 
 # ---------------------------------------------------------------------------
