@@ -68,11 +68,20 @@ ALBUMS_FILE = "albums.txt"
 STATE_FILE = "state.json"
 STATE_BACKUP = "state.json.bak"
 JOURNAL_FILE = "state.journal"
+# The number of the last run that wrote to Imgur, kept apart from state.json so that a
+# restored or lost state.json can be told from a current one (README, "Reliability").
+RUN_COUNTER_FILE = "run-counter"
 CREDENTIALS_FILE = "credentials.json"
 LOG_FILE = "log.txt"
 LOCK_FILE = "imgurbox.lock"
 LOG_MAX_BYTES = 1024 * 1024
 LOG_KEEP = 3
+# Names a downloaded album's folder never takes: imgurbox's own files in the home, with
+# their rotated (log.txt.1) and temporary (state.json.tmp-123) forms; and settings.json,
+# which a later version may write.
+HOME_FILE_NAMES = frozenset(name.lower() for name in (
+    ALBUMS_FILE, STATE_FILE, STATE_BACKUP, JOURNAL_FILE, RUN_COUNTER_FILE,
+    CREDENTIALS_FILE, LOG_FILE, LOCK_FILE, "settings.json"))
 
 STATE_VERSION = 1
 # One file's record in state.json is a row, not a dict: 20,000 rows parse several times
@@ -111,6 +120,7 @@ RATE_WINDOW_TOLERANCE = 60          # seconds: reset times this close are one wi
 USER_CREDITS_FLOOR = 10              # no upload starts below this
 CLIENT_CREDITS_RESERVE = 0.10        # keep 10 % of the application's daily credits
 PENDING_CLOCK_SLACK = 120            # seconds: remote clocks and our clock disagree
+ADOPT_CLOCK_TOLERANCE = 5            # seconds: a file newer than the image adopted for it
 # After an abandoned upload or a crash, Imgur may still be storing an upload whose body it
 # received: a pending upload the check does not find is sent again only once its record is
 # this old (README, "Reliability").
@@ -683,14 +693,28 @@ class StateStore:
     before any upload or album creation is sent (see _record). Journal lines carry
     the generation of the state.json they apply to, so lines already folded into a newer
     state.json are ignored when a crash left the journal behind.
+
+    The run counter (RUN_COUNTER_FILE) holds the number of the last run that wrote to
+    Imgur, and is written before that run's first write; state.json and every journal
+    line carry the number of the run that made them. A state older than the counter was
+    restored from state.json.bak or lost: that run's uploads are in albums the state
+    does not know of. Such a run first marks every album it knows as owed a check
+    (`restore_owed`, kept in the state from then on) and takes the counter's number;
+    SyncRun.adopt_restored_uploads then reads each owed album once, the first time the
+    run would upload into it, and adopts those uploads.
     """
 
     def __init__(self, home: str, writable: bool = True):
         self.path = os.path.join(home, STATE_FILE)
         self.backup_path = os.path.join(home, STATE_BACKUP)
         self.journal_path = os.path.join(home, JOURNAL_FILE)
+        self.counter_path = os.path.join(home, RUN_COUNTER_FILE)
         self.writable = writable
         self.generation = 0
+        self.run = 0                       # the run that made this state
+        self.last_run = 0                  # the run counter: the last run that wrote
+        self.this_run = 1                  # the number this run takes if it writes
+        self.restore_owed: list = []       # albums to read for a lost run's uploads
         self.scanned_at_ns = 0
         self.albums: dict[str, AlbumState] = {}
         self.pending: list[dict] = []
@@ -718,15 +742,31 @@ class StateStore:
                 store._from_json(json.loads(raw))
             except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
                 raise UsageError(
-                    "%s is damaged (%s). Nothing was changed. To go back to the last "
-                    "good state: copy %s over it." % (store.path, e, STATE_BACKUP))
+                    "%s is damaged (%s). Nothing was changed. Copy %s over it: the next "
+                    "run finds what later runs uploaded and adopts it, so nothing is "
+                    "uploaded twice." % (store.path, e, STATE_BACKUP))
         store._replay_journal()
+        store.last_run = store._read_run_counter()
+        store.this_run = max(store.run, store.last_run) + 1
         return store
+
+    def _read_run_counter(self) -> int:
+        try:
+            with open(self.counter_path, "rb") as f:
+                return int(f.read().strip() or 0)
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError):
+            # Unreadable: take the state for restored. That costs a GET per album the
+            # run uploads into; taking it for current could cost duplicates.
+            return self.run + 1
 
     def _from_json(self, data: dict) -> None:
         if data.get("version") != STATE_VERSION:
             raise ValueError("unknown state version %r" % data.get("version"))
         self.generation = int(data["generation"])
+        self.run = int(data.get("run", 0))
+        self.restore_owed = list(data.get("restore_owed", []))
         self.scanned_at_ns = int(data.get("scanned_at_ns", 0))
         for album_id, album in data["albums"].items():
             fields = {k: v for k, v in album.items() if k not in ("files",)}
@@ -782,8 +822,9 @@ class StateStore:
             fields = {name: getattr(album, name) for name in plain}
             fields["files"] = [[name, *record] for name, record in sorted(album.files.items())]
             albums[album_id] = fields
-        return {"version": STATE_VERSION, "generation": self.generation,
-                "scanned_at_ns": self.scanned_at_ns, "file_fields": list(FILE_FIELDS),
+        return {"version": STATE_VERSION, "generation": self.generation, "run": self.run,
+                "restore_owed": self.restore_owed, "scanned_at_ns": self.scanned_at_ns,
+                "file_fields": list(FILE_FIELDS),
                 "albums": albums, "pending": self.pending, "refused": self.refused,
                 "rate": self.rate}
 
@@ -830,7 +871,7 @@ class StateStore:
             return
         if self._journal is None:
             self._journal = open(self.journal_path, "ab")
-        entry = dict(entry, gen=self.generation)
+        entry = dict(entry, gen=self.generation, run=self.this_run)
         self._journal.write(json.dumps(entry, ensure_ascii=False).encode("utf-8") + b"\n")
         self._journal.flush()
         if durable:
@@ -878,6 +919,13 @@ class StateStore:
             self.pending = [p for p in self.pending if p["id"] != entry["id"]]
         elif op == "refused":
             self.refused[entry["hash"]] = entry["info"]
+        elif op == "run":
+            self.run = entry["number"]
+        elif op == "restore_begun":
+            self.run = max(self.run, entry["number"])
+            self.restore_owed = sorted(set(self.restore_owed) | set(entry["albums"]))
+        elif op == "restore_checked":
+            self.restore_owed = [a for a in self.restore_owed if a != entry["album"]]
         else:
             raise ValueError("unknown journal entry %r" % op)
 
@@ -927,6 +975,30 @@ class StateStore:
 
     def set_refused(self, content_hash: str, info: dict) -> None:
         self._record({"op": "refused", "hash": content_hash, "info": info})
+
+    def begin_writing(self) -> None:
+        """Called before this run's first remote write: the counter is made durable
+        first, so a state.json.bak restored later is always found older than it."""
+        write_atomically(self.counter_path, b"%d\n" % self.this_run)
+        _fsync_folder(os.path.dirname(self.counter_path))
+        self.last_run = self.this_run
+        self._record({"op": "run", "number": self.this_run}, durable=True)
+
+    @property
+    def restored(self) -> bool:
+        """Older than the last run that wrote to Imgur: restored from state.json.bak, or
+        started afresh after state.json was lost."""
+        return self.run < self.last_run
+
+    def begin_restore(self) -> None:
+        """A restored state: every album it knows may hold uploads it does not know.
+        Recorded (with the counter's number) before anything else, so that a run cut
+        short before it read them all leaves the rest owed."""
+        self._record({"op": "restore_begun", "number": self.last_run,
+                      "albums": sorted(self.albums)}, durable=True)
+
+    def restore_check_done(self, album_id: str) -> None:
+        self._record({"op": "restore_checked", "album": album_id})
 
     def touch_stat(self, album_id: str, name: str, record: FileRecord) -> None:
         """Stat-only changes: kept in memory, written with state.json (not journaled:
@@ -2031,6 +2103,11 @@ class Api:
         self._fresh_token = None                # the access token this run's refresh got
         self._count_lock = threading.Lock()
         self._failed_in_a_row = 0
+        # The write gate: a --dry-run Api refuses every write; a real one calls
+        # before_first_write once (the run counter) before its first write goes out.
+        self.read_only = False
+        self.before_first_write = None
+        self._write_gate = threading.Lock()
         require_network_libraries()
         import requests
         self._requests = requests
@@ -2059,6 +2136,14 @@ class Api:
         """Wait for Imgur's reads to catch up with a write (scaled like backoff)."""
         time.sleep(STALE_READ_PAUSE * self.backoff_scale)
 
+    def _pass_write_gate(self, method: str, route: str) -> None:
+        if self.read_only:
+            raise AssertionError("a dry run sent %s %s" % (method, route))
+        with self._write_gate:          # upload workers wait until the counter is written
+            if self.before_first_write is not None:
+                self.before_first_write()
+                self.before_first_write = None
+
     def _auth_header(self, anon: bool) -> tuple:
         token = self.credentials["access_token"]
         if anon or not token:
@@ -2081,6 +2166,8 @@ class Api:
         OutcomeUnknown: the caller looks before sending it again.
         """
         url = self.base_url + "3/" + route
+        if method != "GET":
+            self._pass_write_gate(method, route)
         if not anon and not self.credentials["access_token"] and self.credentials["refresh_token"]:
             # No access token yet (credentials brought by hand): a Client-ID upload would
             # be anonymous, outside every album, so get a user token first.
@@ -3383,10 +3470,15 @@ class SyncRun:
         needs_network = bool(plan.requests or plan.needs_remote or any(
             p["op"] in NETWORK_PENDING for p in state.pending) or any(
             a.privacy_unverified and a.listed for a in state.albums.values()))
+        if state.restored:
+            state.begin_restore()
         client = self.connect(state) if needs_network else None
         try:
             held_albums = set()
             if client is not None:
+                # Before anything else, so that a lost run's uploads are known to the
+                # pending checks too; it reads only, and only albums it would upload into.
+                self.adopt_restored_uploads(client, state, plan)
                 self.resolve_pending(client, state)
                 held_albums = self.check_unverified_albums(client, state)
                 remote = self.fetch_remote(client, state, targets, plan)
@@ -3431,7 +3523,7 @@ class SyncRun:
         if album.album_id not in self._download_folders:
             title = safe_folder_name(album.title) or album.album_id
             folder = os.path.join(self.home, title)
-            if os.path.lexists(folder):
+            if os.path.lexists(folder) or is_home_file_name(title):
                 folder = os.path.join(self.home, "%s (%s)" % (title, album.album_id))
             self._download_folders[album.album_id] = folder
         return self._download_folders[album.album_id]
@@ -3452,7 +3544,75 @@ class SyncRun:
                                 "changed)" % auth_command())
         self.api = Api(api_base_url(), credentials, self.log, self.out)
         self.api.rate.restore(state.rate)
+        if self.options.dry_run:
+            self.api.read_only = True
+        else:
+            self.api.before_first_write = state.begin_writing
         return make_client(self.api)
+
+    def adopt_restored_uploads(self, client, state: StateStore, plan: Plan) -> None:
+        """A state restored from state.json.bak (or lost) does not know what the runs
+        after it uploaded: in each album it would upload into, images it does not know
+        whose name is that of a file to upload are taken for those uploads (SPEC §6)."""
+        uploads = collections.defaultdict(list)
+        for action in plan.actions:
+            if isinstance(action, Upload) and action.album in state.restore_owed:
+                uploads[action.album].append(action)
+        adopted = 0
+        for album_id, actions in sorted(uploads.items()):
+            try:
+                images = client.album_images(album_id)
+            except RequestRefused as e:
+                # Checked again next run; until then none of its uploads is sent.
+                self.unsettled.update((album_id, a.file.name) for a in actions)
+                self.tally.failed += 1
+                self.out.error("cannot look in album %s for what a run the restored "
+                               "state.json does not know uploaded: %s; its uploads wait"
+                               % (album_id, e))
+                continue
+            adopted += self._adopt_unknown_images(state, album_id, actions, images)
+            state.restore_check_done(album_id)
+        if adopted:
+            self.tally.counts["adopted"] += adopted
+            self.out.info("%s %s of an earlier run that state.json did not know" % (
+                "would adopt" if self.options.dry_run else "adopted",
+                _count(adopted, "upload")))
+
+    def _adopt_unknown_images(self, state: StateStore, album_id: str, actions: list,
+                              images: list) -> int:
+        known = state.known_image_ids()
+        by_name = collections.defaultdict(list)
+        for image in images:
+            if image.image_id not in known and image.name:
+                by_name[unicodedata.normalize("NFC", image.name)].append(image)
+        adopted = 0
+        for action in actions:
+            found = sorted(by_name.pop(unicodedata.normalize("NFC", action.file.name), []),
+                           key=lambda image: (image.datetime, image.image_id), reverse=True)
+            if not found:
+                continue
+            newest, file = found[0], action.file
+            if action.replaces:
+                state.add_to_delete(album_id, action.replaces)
+            # A file edited after that upload is recorded with no hash, so that the next
+            # plan replaces the image. The lost run hashed the file before it sent it,
+            # so a later mtime means an edit (clocks agree to a few seconds).
+            uploaded_ns = (newest.datetime - CLOCK_OFFSET + ADOPT_CLOCK_TOLERANCE) * 1e9
+            if file.mtime_ns > uploaded_ns:
+                record = FileRecord(newest.image_id, "", 0, 0, 0)
+            else:
+                record = FileRecord(newest.image_id, file.hash, file.size, file.mtime_ns,
+                                    file.inode)
+            state.set_file(album_id, file.name, record)
+            adopted += 1
+            if not self.options.dry_run:
+                self.log.write("adopted image %s for %s" % (newest.image_id, file.name))
+            for extra in found[1:]:
+                state.ignore_image(album_id, extra.image_id)
+                self.tally.failed += 1
+                self.out.error("image %s has the name of %s too; left alone: delete it on "
+                               "Imgur if it is a copy" % (extra.image_id, file.path))
+        return adopted
 
     def resolve_pending(self, client, state: StateStore) -> None:
         """Settle uploads and album creations a crash left unanswered (SPEC §6)."""
@@ -3478,7 +3638,9 @@ class SyncRun:
                     # Checked hidden by check_unverified_albums, before anything goes in.
                     state.set_album(found[0], folder=pending["folder"], listed=True,
                                     title=pending["title"], privacy_unverified=True)
-                    self.log.write("adopted album %s for %s" % (found[0], pending["folder"]))
+                    if not self.options.dry_run:
+                        self.log.write("adopted album %s for %s" % (found[0],
+                                                                    pending["folder"]))
                 state.resolve_pending(pending["id"])
                 continue
             if pending["album"] not in state.albums:
@@ -3490,6 +3652,15 @@ class SyncRun:
     def resolve_pending_uploads(self, client, state: StateStore, pendings: list) -> None:
         """Look for interrupted uploads; one not found that is younger than the settle
         time may still be being stored by Imgur: wait out the rest, then look again."""
+        before = self.tally.counts["adopted"]
+        self._resolve_pending_uploads(client, state, pendings)
+        adopted = self.tally.counts["adopted"] - before
+        if adopted:
+            self.out.info("%s %s of the interrupted run" % (
+                "would adopt" if self.options.dry_run else "adopted",
+                _count(adopted, "upload")))
+
+    def _resolve_pending_uploads(self, client, state: StateStore, pendings: list) -> None:
         cache, young = {}, []
         for pending in pendings:
             found = self._check_pending_upload(client, state, pending, cache)
@@ -3540,7 +3711,9 @@ class SyncRun:
             state.set_file(pending["album"], pending["name"], FileRecord(
                 found[0], pending["hash"], pending["size"], pending["mtime_ns"],
                 pending["inode"]))
-            self.log.write("adopted image %s for %s" % (found[0], pending["name"]))
+            self.tally.counts["adopted"] += 1
+            if not self.options.dry_run:
+                self.log.write("adopted image %s for %s" % (found[0], pending["name"]))
             for extra in found[1:]:
                 state.ignore_image(pending["album"], extra)
                 self.tally.failed += 1
@@ -3761,6 +3934,7 @@ class SyncRun:
             ("moved", tally.counts["moved"]), ("deleted", tally.counts["deleted"]),
             ("downloaded", tally.counts["downloaded"]), ("repaired", tally.counts["repaired"]),
             ("renamed", tally.counts["renamed"]), ("linked", tally.counts["linked"]),
+            ("adopted", tally.counts["adopted"]),
             ("new album" if tally.counts["new albums"] == 1 else "new albums",
              tally.counts["new albums"])) if n]
         if tally.failed:
@@ -3794,6 +3968,11 @@ class SyncRun:
         self.log.write("%s %s: %s" % ("dry-run" if self.options.dry_run else "sync",
                                       "ok" if code == EXIT_OK else "exit %d" % code, text))
         return code
+
+
+def is_home_file_name(name: str) -> bool:
+    lowered = name.lower()
+    return any(lowered == own or lowered.startswith(own + ".") for own in HOME_FILE_NAMES)
 
 
 def safe_folder_name(title: str | None) -> str:

@@ -161,6 +161,20 @@ def test_existing_title_folder_gets_title_and_id(home, fake):
     assert_no_request_on_second_run(home, fake)
 
 
+@pytest.mark.parametrize("title", ["run-counter", "Log.txt", "state.json.bak", "albums.txt"])
+def test_album_titled_like_a_home_file_gets_title_and_id(home, fake, title):
+    """A folder named like imgurbox's own files (SPEC §1) would be taken for one of them."""
+    album_id, _ = make_album(fake, {"a.jpg": jpeg(1)}, title=title)
+    home.write_credentials()
+    home.write_albums(f"{album_id}\n")
+    r = home.run("sync")
+    assert r.code == 0, r
+    folder = home.path / f"{title} ({album_id})"
+    assert photos_in(folder) == {"a.jpg": jpeg(1)}
+    assert not (home.path / title).is_dir()
+    assert_no_request_on_second_run(home, fake)
+
+
 def test_album_line_rewrite_keeps_other_lines_and_line_ending(home, fake):
     album_id, _ = make_album(fake, {"a.jpg": jpeg(1)}, title="Trip")
     home.write_credentials()
@@ -314,7 +328,7 @@ def test_hostile_names_and_title_stay_inside_the_folder(home, fake, tmp_path):
     folder = tmp_path / folder_rel
     assert ".." not in folder.name and "/" not in folder.name and folder.name
     allowed_home_files = {"state.json", "state.json.bak", "state.journal", "log.txt",
-                          "imgurbox.lock", "albums.txt", "credentials.json"}
+                          "imgurbox.lock", "albums.txt", "credentials.json", "run-counter"}
     for p in created:
         if os.path.dirname(p) == home_rel:
             assert p == folder_rel or os.path.basename(p) in allowed_home_files \
