@@ -140,6 +140,7 @@ def test_sigkill_after_the_body_is_sent_then_an_immediate_rerun_makes_no_duplica
         home, fake, lambda proc: os.kill(proc.pid, signal.SIGKILL))
     assert code == -signal.SIGKILL, err
     assert r.code == 0, r
+    assert "adopted 1 upload of the interrupted run" in r.stdout, r
     assert names_uploaded(fake).count(HELD) == 1, "sent again: a duplicate"
     assert_mirror(home, fake, [folder])
 
