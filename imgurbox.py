@@ -17,7 +17,8 @@ Exit codes: 0 in sync, 1 items failed or held back, 2 bad usage or file, 3 locke
 
 The file reads top to bottom: constants, errors, models, albums.txt, state store, folder
 scan, planner (pure), output and log, Imgur client, executor, commands, main().
-The contract it implements is SPEC.md; README.md is the user's manual.
+README.md is the user's manual and states the rules this file implements; comments
+that cite a rule name the README section that states it.
 """
 
 from __future__ import annotations
@@ -157,6 +158,15 @@ class UsageError(ImgurboxError):
     exit_code = EXIT_USAGE
 
 
+class CredentialsDamaged(UsageError):
+    """credentials.json does not parse. `problem` says what is wrong, without the
+    advice, for `auth`, which replaces the file."""
+
+    def __init__(self, problem: str, advice: str):
+        super().__init__("%s: %s" % (problem, advice))
+        self.problem = problem
+
+
 class LockHeldError(ImgurboxError):
     """Another imgurbox run holds the lock in this home."""
     exit_code = EXIT_LOCKED
@@ -186,12 +196,25 @@ class NetworkBlocked(ServiceDownError):
     fault and no retry helps, so the run stops."""
 
 
-class RequestRefused(ImgurboxError):
-    """Imgur definitely refused one request (400, 403 after a refresh, 404, ...)."""
+class RequestFailed(ImgurboxError):
+    """One request did not succeed: its item fails, the run goes on with the others.
+    Callers that only need to know that catch this; the two kinds below tell why."""
+    status = 0
+
+
+class RequestRefused(RequestFailed):
+    """A definite no: Imgur answered with a refusal (400, 403 after a refresh, 404, ...),
+    or imgurbox itself refused to act (an unsafe link or file name: status 0). Nothing
+    was carried out."""
 
     def __init__(self, message: str, status: int):
         super().__init__(message)
         self.status = status
+
+
+class GaveUp(RequestFailed):
+    """No answer to go by: every try failed, or the check that would have told failed.
+    The request may have been carried out, so a pending record stays to be checked."""
 
 
 class OutcomeUnknown(ImgurboxError):
@@ -529,7 +552,7 @@ def resolve_folder(text: str, base_dir: str, pathmod=os.path) -> str:
 
 def parse_albums_txt(data: bytes, base_dir: str, state_folders=(), pathmod=os.path,
                      exists: Callable[[str], bool] = os.path.isdir) -> ParsedAlbums:
-    """Parse albums.txt (SPEC §3). Every line is checked; bad ones land in .errors.
+    """Parse albums.txt (README, "albums.txt"). Every line is checked; bad ones land in .errors.
 
     state_folders: folder keys the state knows (a bare PATH with history is valid even
     when the folder is missing: it is then reported unavailable, never deleted).
@@ -1038,7 +1061,7 @@ class _NotThatFormat(Exception):
 
 
 def content_hash(path: str, extension: str) -> str:
-    """A hash of what Imgur keeps of a photo (SPEC §5), read in constant memory.
+    """A hash of what Imgur keeps of a photo (README, "Which files"), read in constant memory.
 
     Imgur strips metadata, so the hash leaves out what a photo manager rewrites when a
     user only rates, tags or captions: JPEG XMP, APP13 (IPTC) and COM segments, PNG
@@ -1167,7 +1190,7 @@ def _size_limit(extension: str) -> int:
 
 def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool = False,
                 on_hash: Callable[[], None] | None = None) -> FolderScan:
-    """List a folder's eligible files (SPEC §4), hashing only what may have changed.
+    """List a folder's eligible files (README, "Which files"), hashing only what may have changed.
 
     known: name -> FileRecord from the state; a file whose size, mtime_ns and inode
     match, and whose mtime is not within 2 s of the last scan, keeps its hash unread.
@@ -1247,28 +1270,10 @@ def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool =
 
 
 ###############################################################################
-# Planner: a pure function from albums.txt + state + scans (+ what Imgur said) to
-# actions. No I/O: the executor does everything, and --dry-run prints the same plan.
+# Targets: which album each albums.txt line syncs with. This reads the disk (real
+# paths, and folders' inodes, to tell two spellings of one folder apart), so it runs
+# before the planner, which then needs nothing but what it is given.
 ###############################################################################
-
-@dataclasses.dataclass
-class PlanOptions:
-    force: bool = False
-    max_delete: int | None = None
-    verify: bool = False
-
-
-class _Vanished(NamedTuple):
-    target: Target
-    name: str
-    record: FileRecord
-    still_there: bool                 # the name is still there, with other content
-
-
-class _New(NamedTuple):
-    target: Target
-    file: ScannedFile
-
 
 def target_conflicts(targets: list, key_of: Callable[[str], str] = None) -> list:
     """(line number, message) for lines that, once settled, name one album or folder
@@ -1291,9 +1296,10 @@ def target_conflicts(targets: list, key_of: Callable[[str], str] = None) -> list
 
 def settle_targets(lines: list, state: StateStore, scans: dict,
                    key_of: Callable[[str], str] = folder_key) -> list:
-    """Decide which album each listed line syncs with (SPEC §5, continuations and
-    takeovers): a recorded album or folder continues; a new folder whose content is
-    at least 90 % of an unlisted folder's takes over that album; else a new album."""
+    """Decide which album each listed line syncs with (README, "Existing albums":
+    continuations and takeovers): a recorded album or folder continues; a new folder
+    whose content is at least 90 % of an unlisted folder's takes over that album; else
+    a new album."""
     album_of_folder = {key_of(a.folder): album_id for album_id, a in state.albums.items()}
     pending_folders = {key_of(p["folder"]) for p in state.pending if p["op"] == "create_album"}
     targets, deferred = [], []
@@ -1345,9 +1351,34 @@ def _takeover_candidate(scan: FolderScan | None, state: StateStore, claimed: set
     return best
 
 
+###############################################################################
+# Planner: a pure function from the targets, state and scans (+ what Imgur said) to
+# actions. No I/O: the executor does everything, and --dry-run prints the same plan.
+###############################################################################
+
+@dataclasses.dataclass
+class PlanOptions:
+    force: bool = False
+    max_delete: int | None = None
+    verify: bool = False
+
+
+class _Vanished(NamedTuple):
+    target: Target
+    name: str
+    record: FileRecord
+    still_there: bool                 # the name is still there, with other content
+
+
+class _New(NamedTuple):
+    target: Target
+    file: ScannedFile
+
+
 def plan_sync(targets: list, scans: dict, state: StateStore, remote: dict,
               options: PlanOptions) -> Plan:
-    """Every action this run should take, in execution order (SPEC §5)."""
+    """Every action this run should take, in execution order (README, "Changes and what they do on
+    Imgur")."""
     plan = Plan(targets)
     for target in targets:
         album = state.albums.get(target.album_id or "")
@@ -1377,7 +1408,7 @@ def plan_sync(targets: list, scans: dict, state: StateStore, remote: dict,
                 or not (options.verify or album.incomplete) or scan is None or scan.error \
                 or not (id(target) in pairable_ids or album.download_only):
             continue
-        found = _verify_actions(target, remote[target.album_id], scan, state, changes, plan)
+        found = _verify_actions(target, remote[target.album_id], scan, state, changes)
         verify_actions.extend(a for a in found
                               if not album.download_only or isinstance(a, Download))
     changes = _delete_guard(changes, pairable, scans, state, options, plan)
@@ -1598,7 +1629,7 @@ def _link_actions(target: Target, remote: RemoteAlbum, scan, plan) -> list:
     return actions
 
 
-def _verify_actions(target, remote, scan, state, changes, plan) -> list:
+def _verify_actions(target, remote, scan, state, changes) -> list:
     """--verify: repair recorded images missing from the album; download images that
     were added on Imgur."""
     album = state.albums[target.album_id]
@@ -1876,8 +1907,8 @@ class Credentials:
         except (ValueError, UnicodeDecodeError) as e:
             what = "not valid JSON (line %d, column %d)" % (e.lineno, e.colno) \
                 if isinstance(e, json.JSONDecodeError) else "not a JSON object of credentials"
-            raise UsageError("%s is %s: fix it, or delete it and run `%s`"
-                             % (path, what, auth_command()))
+            raise CredentialsDamaged("%s is %s" % (path, what),
+                                     "fix it, or delete it and run `%s`" % auth_command())
         except OSError as e:
             raise UsageError("cannot read %s: %s" % (path, e.strerror))
         for key, env in (("client_id", "IMGUR_CLIENT_ID"), ("client_secret", "IMGUR_CLIENT_SECRET")):
@@ -2125,7 +2156,9 @@ class Api:
         return session
 
     def backoff(self, attempt: int) -> float:
-        """Exponential backoff with full jitter; the waits of one request stay under 30 s."""
+        """Exponential backoff (1, 2, 4, 8 s, capped at 8) with "equal jitter": each wait
+        is drawn from 50-100 % of its step, so parallel retries spread out but never come
+        back at once. The caller stops once 30 s of waiting are spent."""
         delay = min(8.0, 1.0 * 2 ** attempt) * (0.5 + random.random() / 2)
         delay *= self.backoff_scale
         if delay > 0:
@@ -2160,7 +2193,7 @@ class Api:
 
     def request(self, method: str, route: str, params=None, data=None, files_body=None,
                 anon: bool = False, idempotent: bool = True):
-        """Send one API call, retried as SPEC §2 says; returns the answer's `data`.
+        """Send one API call, retried as README "Reliability" says; returns the answer's `data`.
 
         A non-idempotent call (upload, album creation) whose outcome is unknown raises
         OutcomeUnknown: the caller looks before sending it again.
@@ -2236,8 +2269,8 @@ class Api:
             attempt += 1
             if attempt >= MAX_TRIES or waited >= MAX_BACKOFF_TOTAL * self.backoff_scale:
                 self._note_outcome(True)
-                raise RequestRefused("%s %s failed %d times: %s"
-                                     % (method, route, attempt, last_problem), 0)
+                raise GaveUp("%s %s failed %d times: %s"
+                             % (method, route, attempt, last_problem))
             waited += self.backoff(attempt - 1)
 
     @staticmethod
@@ -2305,7 +2338,7 @@ class Api:
             if attempt + 1 < MAX_TRIES:
                 self.backoff(attempt)
         self._note_outcome(True)
-        raise RequestRefused("cannot reach Imgur to refresh the token: %s" % problem, 0)
+        raise GaveUp("cannot reach Imgur to refresh the token: %s" % problem)
 
     def download(self, link: str, destination, on_bytes: Callable[[int], None]) -> str:
         """Stream an image link into an open file, without the Authorization header.
@@ -2336,7 +2369,7 @@ class Api:
             except self._requests.RequestException:
                 if attempt + 1 == MAX_TRIES:
                     self._note_outcome(True)
-                    raise RequestRefused("download of %s failed %d times" % (link, MAX_TRIES), 0)
+                    raise GaveUp("download of %s failed %d times" % (link, MAX_TRIES))
                 self.backoff(attempt)
         return link
 
@@ -2352,8 +2385,9 @@ def _parse_json(response):
 def make_client(api: Api):
     """An imgurpython ImgurClient whose every request goes through `api`.
 
-    imgurpython's __init__ calls /3/credits and its make_request has no session, no
-    timeout and no retry (IMGUR_API.md), so both are replaced; its models, endpoint
+    imgurpython 1.1.7's __init__ calls /3/credits, and its make_request uses the bare
+    `requests` functions: a new connection per call, no timeout (a stalled connection
+    hangs the run for ever), no retry. So both are replaced; its models, endpoint
     helpers and exception classes are kept.
     """
     import imgurpython.client
@@ -2522,7 +2556,12 @@ def _md5(path: str) -> str:
 
 
 ###############################################################################
-# Executor: the only code that changes anything, local or remote
+# Executor: applies a plan's actions, and so makes nearly every change, local or remote.
+# The others, all in SyncRun: the recovery passes before the plan (they read albums,
+# adopt into the state, and re-send one album update to make it hidden), and
+# finish_state / rewrite_albums after it (state.json, albums.txt). Api.refresh rewrites
+# credentials.json. Every remote write, wherever it comes from, passes Api's write gate,
+# which refuses it in a dry run.
 ###############################################################################
 
 @dataclasses.dataclass
@@ -2551,6 +2590,11 @@ class Tally:
         if self.rate_limit:
             return EXIT_RATE_LIMIT
         return EXIT_FAILED if (self.failed or self.held or self.stopped) else EXIT_OK
+
+
+class UploadSkipped(NamedTuple):
+    """An upload that did not start; `reason` is what the user is told, if anything."""
+    reason: str                  # "no album", "vanished", "changed" or "not started"
 
 
 class UploadResult(NamedTuple):
@@ -2692,7 +2736,7 @@ class Executor:
                 self.apply(action)
             except (RateLimitError, AuthError, ServiceDownError) as e:
                 self.stop_for(e)
-            except RequestRefused as e:
+            except RequestFailed as e:
                 self.fail("%s %s: %s" % (action.verb, self.describe(action), e))
             except OSError as e:                 # a local write failed: that item only
                 self.fail("%s %s: %s" % (action.verb, self.describe(action),
@@ -2770,7 +2814,7 @@ class Executor:
                 if len(found) > 1:
                     raise RequestRefused("several albums titled %r appeared; adopted none: "
                                          "delete the extra ones on Imgur" % action.title, 0)
-        raise RequestRefused("album creation failed %d times" % MAX_TRIES, 0)
+        raise GaveUp("album creation failed %d times" % MAX_TRIES)
 
     def _record_new_album(self, album_id: str, folder: str, title: str) -> None:
         self.state.set_album(album_id, folder=folder, listed=True, title=title,
@@ -2920,10 +2964,10 @@ class Executor:
                 while not self.stopping and started < len(uploads) and \
                         len(flying) + len(batch) < jobs:
                     prepared = self._prepare_upload(uploads[started])
-                    if isinstance(prepared, dict):
-                        batch.append((started, uploads[started], prepared, Transfer()))
-                    else:
+                    if isinstance(prepared, UploadSkipped):
                         results[started] = prepared
+                    else:
+                        batch.append((started, uploads[started], prepared, Transfer()))
                     started += 1
                 if batch:
                     # One fsync makes the batch's pending records durable before any of
@@ -2985,22 +3029,22 @@ class Executor:
                                  "it" if len(unanswered) == 1 else "them",
                                  "it" if len(unanswered) == 1 else "them"))
 
-    def _prepare_upload(self, action: Upload):
-        """Checks before an upload starts; returns its pending record, or a result."""
+    def _prepare_upload(self, action: Upload) -> "dict | UploadSkipped":
+        """Checks before an upload starts; returns its pending record, or why not."""
         album_id = self.album_id(action.album)
         if album_id is None:
-            return None                                  # its album was not created
+            return UploadSkipped("no album")             # its creation failed
         f = action.file
         try:
             st = os.stat(f.path)
         except OSError:
-            return "vanished"
+            return UploadSkipped("vanished")
         if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
-            return "changed"
+            return UploadSkipped("changed")
         blocked = self.api.rate.reserve_upload()
         if blocked:
             self.stop_for(RateLimitError(blocked, self.api.rate.reset_at()))
-            return "not started"
+            return UploadSkipped("not started")
         pending = self.state.add_pending({"op": "upload", "album": album_id, "name": f.name,
                                           "hash": f.hash, "size": f.size,
                                           "mtime_ns": f.mtime_ns, "inode": f.inode},
@@ -3035,7 +3079,7 @@ class Executor:
                 if found:
                     return UploadResult(found[0], tuple(found[1:]))
         self.api._note_outcome(True)
-        raise RequestRefused("upload failed %d times with no answer" % MAX_TRIES, 0)
+        raise GaveUp("upload failed %d times with no answer" % MAX_TRIES)
 
     def _look_for_upload(self, pending: dict) -> list:
         """The pending check, in a worker. Imgur may still be storing what it received,
@@ -3051,27 +3095,27 @@ class Executor:
             if self.stop_event.wait(wait):
                 raise UploadAbandoned(True)
             return find_pending_upload(self.client, self.state, pending, {})
-        except RequestRefused as e:
+        except RequestFailed as e:
             # The check failed, not the upload: its outcome stays unknown, and so the
-            # pending record stays for the next run (status 0).
-            raise RequestRefused("could not check whether the upload arrived: %s"
-                                 % e, 0) from None
+            # pending record stays for the next run.
+            raise GaveUp("could not check whether the upload arrived: %s" % e) from None
 
-    def _finish_upload(self, action: Upload, result) -> None:
+    def _finish_upload(self, action: Upload,
+                       result: "UploadResult | UploadSkipped | BaseException") -> None:
         """In the main thread, in plan order: record, print, log."""
         f = action.file
         where = self.where(action.album, f.name)
         pending = self.pending_of.pop(id(action), None)
-        if result is None or result == "not started":
+        if isinstance(result, UploadSkipped):
+            if result.reason in ("vanished", "changed"):
+                self.out.warn("%s %s since the scan: it waits for the next run"
+                              % (where, result.reason))
+            if result.reason == "changed":
+                self.tally.held += 1            # not in sync: exit 1, not 0
             return
         if isinstance(result, UploadAbandoned):
             if pending and not result.maybe_performed:
                 self.state.resolve_pending(pending["id"])   # its body never left whole
-            return
-        if result in ("vanished", "changed"):
-            self.out.warn("%s %s since the scan: it waits for the next run" % (where, result))
-            if result == "changed":
-                self.tally.held += 1            # not in sync: exit 1, not 0 (SPEC §8)
             return
         if isinstance(result, (RateLimitError, AuthError, ServiceDownError)):
             self.stop_for(result)
@@ -3080,8 +3124,8 @@ class Executor:
             return
         if isinstance(result, (Interrupted, KeyboardInterrupt)):
             raise result
-        if isinstance(result, RequestRefused):
-            if pending and 400 <= result.status < 500:
+        if isinstance(result, RequestFailed):
+            if pending and isinstance(result, RequestRefused) and 400 <= result.status < 500:
                 self.state.resolve_pending(pending["id"])   # refused: not performed
             if result.status == 400:
                 self.state.set_refused(f.hash, {"name": f.name, "message": str(result)})
@@ -3123,7 +3167,7 @@ class Executor:
         items = list(action.items)
         try:
             self.client.album_add_images(destination, [item.image_id for item in items])
-        except RequestRefused as e:
+        except RequestFailed as e:
             # Imgur refuses the whole add if one image of it is gone (403 "You must own
             # all the image ids ..."): upload the gone ones, add the rest.
             if e.status != 403:
@@ -3149,7 +3193,7 @@ class Executor:
     def _image_exists(self, image_id: str) -> bool:
         try:
             self.client.make_request("GET", "image/%s" % image_id)
-        except RequestRefused as e:
+        except RequestFailed as e:
             if e.status == 404:
                 return False
             raise
@@ -3196,13 +3240,13 @@ class Executor:
                     self.do_PurgeReplaced(PurgeReplaced(album_id, image_id=image_id))
                 except (RateLimitError, AuthError, ServiceDownError) as e:
                     self.stop_for(e)
-                except RequestRefused as e:
+                except RequestFailed as e:
                     self.fail("delete of old version %s: %s" % (image_id, e))
 
     def _delete_image(self, image_id: str) -> None:
         try:
             self.client.delete_image(image_id)
-        except RequestRefused as e:
+        except RequestFailed as e:
             if e.status != 404:                     # already gone counts as done
                 raise
 
@@ -3249,7 +3293,7 @@ def unverified_album_message(folder: str, album_id: str, problem: str) -> str:
 
 def find_pending_upload(client, state: StateStore, pending: dict, cache: dict) -> list:
     """IDs of images that may be this pending upload: unknown to the state, same name,
-    made no earlier than 120 s before it was recorded; oldest first (SPEC §6)."""
+    made no earlier than 120 s before it was recorded; oldest first (README, "Reliability")."""
     album_id = pending["album"]
     if album_id not in cache:
         cache[album_id] = client.album_images(album_id)
@@ -3466,7 +3510,7 @@ class SyncRun:
         plan_options = PlanOptions(self.options.force, self.options.max_delete,
                                    self.options.verify)
         plan = plan_sync(targets, scans, state, {}, plan_options)
-        # Missing credentials are decided before anything changes (exit 5, SPEC §8).
+        # Missing credentials are decided before anything changes (exit 5, README "Exit codes").
         needs_network = bool(plan.requests or plan.needs_remote or any(
             p["op"] in NETWORK_PENDING for p in state.pending) or any(
             a.privacy_unverified and a.listed for a in state.albums.values()))
@@ -3481,7 +3525,7 @@ class SyncRun:
                 self.adopt_restored_uploads(client, state, plan)
                 self.resolve_pending(client, state)
                 held_albums = self.check_unverified_albums(client, state)
-                remote = self.fetch_remote(client, state, targets, plan)
+                remote = self.fetch_remote(client, targets, plan)
                 targets = settle_checked(parsed, state, scans)
                 for target in targets:
                     self._restore_download_folder(target, remote)
@@ -3506,10 +3550,10 @@ class SyncRun:
         finally:
             if not self.options.dry_run:
                 with signals_held():            # a second Ctrl-C must not cut the save
-                    self.finish_state(state, plan, scans, scan_started_ns)
+                    self.finish_state(state, plan, scan_started_ns)
         if not self.options.dry_run:
             self.rewrite_albums(albums_bytes, parsed, targets, state)
-        return self.summarize(state, scans)
+        return self.summarize(scans)
 
     def _restore_download_folder(self, target: Target, remote: dict) -> None:
         """An ALBUM line downloads into a new folder named after the album's title."""
@@ -3553,7 +3597,7 @@ class SyncRun:
     def adopt_restored_uploads(self, client, state: StateStore, plan: Plan) -> None:
         """A state restored from state.json.bak (or lost) does not know what the runs
         after it uploaded: in each album it would upload into, images it does not know
-        whose name is that of a file to upload are taken for those uploads (SPEC §6)."""
+        whose name is that of a file to upload are taken for those uploads (README, "Reliability")."""
         uploads = collections.defaultdict(list)
         for action in plan.actions:
             if isinstance(action, Upload) and action.album in state.restore_owed:
@@ -3562,7 +3606,7 @@ class SyncRun:
         for album_id, actions in sorted(uploads.items()):
             try:
                 images = client.album_images(album_id)
-            except RequestRefused as e:
+            except RequestFailed as e:
                 # Checked again next run; until then none of its uploads is sent.
                 self.unsettled.update((album_id, a.file.name) for a in actions)
                 self.tally.failed += 1
@@ -3615,7 +3659,7 @@ class SyncRun:
         return adopted
 
     def resolve_pending(self, client, state: StateStore) -> None:
-        """Settle uploads and album creations a crash left unanswered (SPEC §6)."""
+        """Settle uploads and album creations a crash left unanswered (README, "Reliability")."""
         uploads = []
         for pending in list(state.pending):
             if pending["op"] not in NETWORK_PENDING:
@@ -3623,7 +3667,7 @@ class SyncRun:
             if pending["op"] == "create_album":
                 try:
                     found = find_pending_album(client, state, pending)
-                except RequestRefused as e:           # checked again next run
+                except RequestFailed as e:           # checked again next run
                     self.tally.failed += 1
                     self.out.error("cannot check an interrupted album creation for %s: %s"
                                    % (pending["folder"], e))
@@ -3689,7 +3733,7 @@ class SyncRun:
         """The candidates for a pending upload, or None when the check itself failed."""
         try:
             return find_pending_upload(client, state, pending, cache)
-        except RequestRefused as e:
+        except RequestFailed as e:
             if e.status == 404:
                 return []
             # Unsettled: that file is not uploaded again this run (it may be on Imgur
@@ -3735,7 +3779,7 @@ class SyncRun:
                 else:
                     problem = check_album_hidden(client, album_id, album.title,
                                                  self.api.pause)
-            except RequestRefused as e:
+            except RequestFailed as e:
                 problem = "it could not be read: %s" % e
             if problem:
                 held.add(album_id)
@@ -3747,7 +3791,7 @@ class SyncRun:
                 self.log.write("album %s checked hidden" % album_id)
         return held
 
-    def fetch_remote(self, client, state: StateStore, targets: list, plan: Plan) -> dict:
+    def fetch_remote(self, client, targets: list, plan: Plan) -> dict:
         """GET the albums the plan needs to see: lines to link or download, --verify."""
         remote = {}
         for target in targets:
@@ -3760,7 +3804,7 @@ class SyncRun:
                                                    images=client.album_images(album_id))
                     continue
                 data = client.make_request("GET", "album/%s" % album_id)
-            except RequestRefused as e:
+            except RequestFailed as e:
                 # 404: the album is gone. Anything else fails this album only.
                 remote[album_id] = RemoteAlbum(album_id, False,
                                                error=None if e.status == 404 else str(e))
@@ -3826,8 +3870,7 @@ class SyncRun:
         for folder, message in plan.notes:
             self.out.warn("%s: %s" % (folder, message))
 
-    def finish_state(self, state: StateStore, plan: Plan, scans: dict,
-                     scan_started_ns: int) -> None:
+    def finish_state(self, state: StateStore, plan: Plan, scan_started_ns: int) -> None:
         if self.api is not None and self.api.requests_sent:
             snapshot = self.api.rate.snapshot()
             if snapshot != state.rate:
@@ -3927,7 +3970,7 @@ class SyncRun:
         write_atomically(path, rewrite_albums_txt(parsed, new_texts),
                          mode=stat.S_IMODE(os.stat(path).st_mode))
 
-    def summarize(self, state: StateStore, scans: dict) -> int:
+    def summarize(self, scans: dict) -> int:
         tally = self.tally
         parts = ["%d %s" % (n, what) for what, n in (
             ("uploaded", tally.counts["uploaded"]), ("replaced", tally.counts["replaced"]),
@@ -4079,10 +4122,11 @@ def _auth(home: str, out: Output, log: Log) -> int:
     interactive = stdin_is_terminal()
     try:
         credentials = Credentials.load(home, out)
-    except UsageError as e:
+    except UsageError as e:                     # damaged or unreadable
         if not interactive:
             raise
-        out.warn("%s; auth will replace it" % str(e).split(": fix it")[0])
+        problem = e.problem if isinstance(e, CredentialsDamaged) else str(e)
+        out.warn("%s; auth will replace it" % problem)
         credentials = Credentials(os.path.join(home, CREDENTIALS_FILE), {})
     refresh_from_env = os.environ.get("IMGUR_REFRESH_TOKEN")
     if not interactive and not refresh_from_env:
@@ -4095,11 +4139,11 @@ def _auth(home: str, out: Output, log: Log) -> int:
         credentials.values.update(client_id=client_id.strip(), client_secret=client_secret.strip())
         api = Api(api_base_url(), credentials, log, out)
         try:
-            tokens = _obtain_tokens(api, credentials, interactive, refresh_from_env, out)
+            tokens = _obtain_tokens(api, credentials, refresh_from_env, out)
             credentials.update(access_token=tokens.get("access_token"),
                                refresh_token=tokens.get("refresh_token"))
             account = api.request("GET", "account/me")
-        except (AuthError, RequestRefused) as e:
+        except (AuthError, RequestFailed) as e:
             if not interactive or isinstance(e, NoAnswer):
                 raise AuthError(str(e))
             out.error("%s. Check the client ID, secret and token, and try again."
@@ -4126,8 +4170,8 @@ def _ask(interactive: bool, text: str, secret: bool = False) -> str:
             return answer
 
 
-def _obtain_tokens(api: Api, credentials: Credentials, interactive: bool,
-                   refresh_token: str | None, out: Output) -> dict:
+def _obtain_tokens(api: Api, credentials: Credentials, refresh_token: str | None,
+                   out: Output) -> dict:
     form = {"client_id": credentials["client_id"], "client_secret": credentials["client_secret"]}
     if refresh_token:
         return api._token_request(dict(form, grant_type="refresh_token",
