@@ -18,59 +18,16 @@ import pytest
 
 from conftest import Home
 from imagefiles import jpeg
-from mirror_check import IMAGE_SUFFIXES, LINK, uploads, routes
-
-ID = r"[A-Za-z0-9]+"
+from mirror_check import (LINK, album_creations, album_removes, delete_requests,
+                          link_fetches, photos_in, routes, state_files, token_requests,
+                          uploads, writes)
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def deletes(fake):
-    return [r for r in fake.api_requests() if r.method == "DELETE"]
-
-
-def removes(fake):
-    return [r for r in fake.api_requests() if r.path.rstrip("/").endswith("/remove_images")]
-
-
-def album_creations(fake):
-    return [r for r in fake.api_requests()
-            if r.method == "POST" and r.path.rstrip("/") == "/3/album"]
-
-
-def token_requests(fake):
-    return [r for r in fake.api_requests() if r.path.startswith("/oauth2/token")]
-
-
-def writes(fake):
-    """Every API request that is not a GET (token requests excluded)."""
-    return [r for r in fake.api_requests()
-            if r.method != "GET" and not r.path.startswith("/oauth2/")]
-
-
-def link_fetches(fake):
-    """Requests for image links (downloads), not API calls."""
-    return [r for r in fake.requests if r.path.startswith("/i/")]
-
-
-def photos_in(folder) -> dict:
-    """Eligible, non-hidden files at the top of a folder: name -> bytes."""
-    return {p.name: p.read_bytes() for p in Path(folder).iterdir()
-            if p.is_file() and not p.name.startswith(".")
-            and p.suffix.lower() in IMAGE_SUFFIXES}
-
-
 def album_bytes(fake, album_id) -> list:
     return sorted(fake.image_bytes(i) for i in fake.album_image_ids(album_id))
-
-
-def state_files(home, album_id) -> dict:
-    """file name -> image ID recorded in state.json for one album."""
-    state = home.state()
-    fields = state.get("file_fields") or ["name", "image_id"]
-    name_at, id_at = fields.index("name"), fields.index("image_id")
-    return {row[name_at]: row[id_at] for row in state["albums"][album_id]["files"]}
 
 
 def linked_albums(home) -> dict:
@@ -344,7 +301,7 @@ def test_remote_name_longer_than_255_bytes_downloads_under_a_bounded_name(home, 
     (long_name,) = [n for n in got if n != "ok.jpg"]
     assert len(long_name.encode("utf-8")) <= 255, long_name
     assert long_name.lower().endswith(".jpg")
-    assert state_files(home, album_id).get(long_name) == long_id
+    assert state_files(home.state(), album_id).get(long_name) == long_id
     assert uploads(fake) == []
     assert_no_request_on_next_run(home, fake)
 
@@ -386,8 +343,8 @@ def test_remote_name_that_cannot_be_written_fails_only_that_item(tmp_path, fake)
     assert "\u65e5" in r.stderr or "fail" in (r.stdout + r.stderr).lower(), r
     got = photos_in(home.path / "Long")
     assert got == {"ok.jpg": jpeg(2), "zz.jpg": jpeg(3)}, sorted(got)
-    assert state_files(home, album_id).get("ok.jpg") == ok_id
-    assert uploads(fake) == [] and deletes(fake) == []
+    assert state_files(home.state(), album_id).get("ok.jpg") == ok_id
+    assert uploads(fake) == [] and delete_requests(fake) == []
 
 
 # --------------------------------------------------------------------------- 5. unmounted drive
@@ -417,8 +374,8 @@ def test_emptied_folder_whose_content_is_already_synced_elsewhere_is_unavailable
 
     r = home.run("sync")
     assert r.code == 1, r
-    assert deletes(fake) == [], deletes(fake)
-    assert removes(fake) == [] and uploads(fake) == []
+    assert delete_requests(fake) == [], delete_requests(fake)
+    assert album_removes(fake) == [] and uploads(fake) == []
     assert fake.album_image_ids(album_a) == before_a
     assert fake.album_image_ids(album_b) == before_b
     assert str(folder_a) in r.stdout + r.stderr, "the unavailable folder is named"
@@ -472,7 +429,7 @@ def test_verify_whose_album_get_fails_does_not_stop_other_folders(home, fake):
     assert [u.value("name") for u in uploads(fake)] == ["new.jpg"], uploads(fake)
     assert [u.value("album") for u in uploads(fake)] == [album_b]
     assert album_bytes(fake, album_b) == sorted([jpeg(2), jpeg(3)])
-    assert deletes(fake) == []
+    assert delete_requests(fake) == []
     out = r.stdout + r.stderr
     assert str(folder_a) in out or album_a in out, "the failing folder is reported"
 
@@ -586,7 +543,7 @@ def test_non_latin_folder_with_a_cp1252_console(home, fake):
     assert r.code == 1, r
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
     assert r.stderr.strip(), "the unavailable folder is reported on stderr"
-    assert deletes(fake) == []
+    assert delete_requests(fake) == []
 
 
 # --------------------------------------------------------------------------- 10. --verify, album gone
@@ -606,7 +563,7 @@ def test_verify_on_a_deleted_album_makes_the_folder_unavailable_and_leaves_no_pe
     out = r.stdout + r.stderr
     assert "->" in out and "remove" in out.lower(), out
     assert uploads(fake) == [], [u.value("name") for u in uploads(fake)]
-    assert deletes(fake) == [] and album_creations(fake) == []
+    assert delete_requests(fake) == [] and album_creations(fake) == []
     assert writes(fake) == [], writes(fake)
     assert photos_in(folder) == {"a.jpg": jpeg(1), "b.jpg": jpeg(2), "c.jpg": jpeg(3)}
     assert home.state().get("pending", []) == [], home.state().get("pending")
@@ -614,7 +571,7 @@ def test_verify_on_a_deleted_album_makes_the_folder_unavailable_and_leaves_no_pe
     fake.reset_requests()
     home.run("sync")
     assert "GET /3/album/{id}/images" not in routes(fake), routes(fake)
-    assert deletes(fake) == []
+    assert delete_requests(fake) == []
 
 
 # --------------------------------------------------------------------------- 11. dry run, 429
@@ -669,7 +626,7 @@ def test_403_not_about_the_token_refreshes_at_most_once_per_run(home, fake, jobs
     assert r.code == 1, r
     assert len(token_requests(fake)) <= 1, (
         f"{len(token_requests(fake))} token requests for {len(uploads(fake))} uploads")
-    assert deletes(fake) == []
+    assert delete_requests(fake) == []
 
 
 @pytest.mark.parametrize("jobs", [[], ["--jobs", "1"]])
@@ -714,9 +671,9 @@ def test_decomposed_local_name_adopts_the_composed_remote_name(home, fake, local
     assert r.code == 0, r
     assert uploads(fake) == [], [u.value("name") for u in uploads(fake)]
     assert link_fetches(fake) == [], "the image was downloaded"
-    assert deletes(fake) == []
+    assert delete_requests(fake) == []
     assert sorted(os.listdir(folder)) == [local], sorted(os.listdir(folder))
-    assert list(state_files(home, album_id).values()) == [image_id]
+    assert list(state_files(home.state(), album_id).values()) == [image_id]
     assert fake.album_image_ids(album_id) == [image_id]
     assert_no_request_on_next_run(home, fake)
 
