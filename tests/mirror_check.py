@@ -39,6 +39,11 @@ def photos_in(folder) -> dict:
     return {name: (Path(folder) / name).read_bytes() for name in eligible_files(folder)}
 
 
+def album_names(fake, album_id: str) -> list:
+    """The Imgur names of the images in an album of the fake, sorted."""
+    return sorted(fake.images[i].name for i in fake.album_image_ids(album_id))
+
+
 def load_state(home) -> dict:
     """state.json parsed (it must exist and be valid JSON)."""
     path = Path(home.path) / "state.json"

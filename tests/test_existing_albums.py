@@ -13,8 +13,8 @@ from collections import Counter
 import pytest
 
 from imagefiles import jpeg, png
-from mirror_check import (LINK, album_adds, album_creations, delete_requests, link_fetches,
-                          photos_in, routes, state_files, uploads)
+from mirror_check import (LINK, album_adds, album_creations, album_names, delete_requests,
+                          link_fetches, photos_in, routes, state_files, uploads)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -35,10 +35,6 @@ def album_line(home) -> tuple[str, str]:
     m = LINK.search(line)
     assert m, f"albums.txt line not linked: {line!r}"
     return line[:m.start()].strip(), m.group(1)
-
-
-def album_names(fake, album_id) -> list:
-    return sorted(fake.images[i].name for i in fake.album_image_ids(album_id))
 
 
 def make_album(fake, images: dict, title="Summer Trip", owner="alice") -> tuple[str, dict]:
