@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 
 import pytest
 
-from conftest import IMGURBOX
 from imagefiles import gif, png
 from mirror_check import assert_mirror, kind, load_state
 
@@ -74,10 +71,7 @@ def run_killed(home, fake, index, phase, *args, timeout=60):
     killer = Killer(index, phase)
     fake.on_request = killer
     try:
-        proc = subprocess.Popen(
-            [sys.executable, str(IMGURBOX), "--home", str(home.path), "sync", *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=home.env())
+        proc = home.start("sync", *args)
         killer.pid = proc.pid
         killer.started.set()
         out, err = proc.communicate(timeout=timeout)
