@@ -1,4 +1,5 @@
-"""Tests of SPEC §3 (albums.txt): end to end against the fake, and the parser through import."""
+"""Tests of albums.txt (README "albums.txt"): end to end against the fake, and the parser
+through import."""
 
 from __future__ import annotations
 

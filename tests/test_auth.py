@@ -1,4 +1,5 @@
-"""Authorization (issue 3; SPEC §2 tokens, §7 `auth`, §8 exit code 5), end to end.
+"""Authorization (issue 3; README "Getting started", "When the token stops working",
+"Exit codes": 5), end to end.
 
 `auth` is driven as a person uses it, in a pseudo-terminal (pexpect), against the fake
 Imgur server; sync-time token handling runs imgurbox.py as a plain subprocess. Every
@@ -623,7 +624,7 @@ def test_dry_run_warns_of_readable_credentials_but_changes_nothing(home, fake):
     result = home.run("sync", "--dry-run")
     assert result.code == 0, result
     assert re.search(r"(?i)warning.*credentials\.json", result.stderr), result.stderr
-    assert mode(home.path / "credentials.json") == 0o644      # SPEC §7: no write
+    assert mode(home.path / "credentials.json") == 0o644      # not saved: no write
     scan(home, fake, result)
 
 

@@ -1,7 +1,8 @@
-"""End-to-end regression tests for edge cases a review found (SPEC §2, §3, §5, §7, §8).
+"""End-to-end regression tests for edge cases a review found (README "albums.txt", "What a
+sync does", "Existing albums", "Command line", "Exit codes", "Reliability").
 
 Each test runs imgurbox.py as a subprocess against the fake Imgur (fixtures ``home`` and
-``fake`` from conftest.py) and checks what the SPEC promises: the exit code, the requests
+``fake`` from conftest.py) and checks what README.md promises: the exit code, the requests
 the fake received, the files on disk and what the fake's albums hold.
 """
 
@@ -111,9 +112,9 @@ def opened_files(log: Path) -> list:
 # --------------------------------------------------------------------------- 1. ALBUM titles
 
 def _spec_resolve(path_text: str, base: Path, user_home: Path) -> str:
-    """An albums.txt PATH resolved as SPEC §3 says: `~` expands (to ``user_home``, the
-    HOME of the run; `~user` through the password database), relative means beside
-    albums.txt."""
+    """An albums.txt PATH resolved as README "albums.txt" says: `~` expands (to
+    ``user_home``, the HOME of the run; `~user` through the password database), relative
+    means beside albums.txt."""
     if path_text == "~" or path_text.startswith("~/"):
         path = str(user_home) + path_text[1:]
     elif path_text.startswith("~"):
@@ -133,12 +134,12 @@ def _is_comment(text: str) -> bool:
                                    "-> x", "a -> b"])
 def test_album_title_that_reads_as_home_or_comment_is_rewritten_as_its_folder(
         home, fake, tmp_path, title):
-    """SPEC §3 (an `ALBUM` line becomes `FOLDER -> URL`, FOLDER relative to the home;
-    `~` expands; `#` / `// ` lines are comments) and §5 "Existing albums": an album whose
-    title is `~`, `~user`, `# ...` or `// ...` is downloaded into a folder in the home, and
-    the rewritten line reads back as that folder: never the user's home, another user's
-    home, or a comment. The next run makes no request, and nothing outside the home is
-    read or uploaded."""
+    """README "albums.txt" (an `ALBUM` line becomes `FOLDER -> URL`, FOLDER relative to the
+    home; `~` expands; `#` / `// ` lines are comments) and "Existing albums": an album
+    whose title is `~`, `~user`, `# ...` or `// ...` is downloaded into a folder in the
+    home, and the rewritten line reads back as that folder: never the user's home, another
+    user's home, or a comment. The next run makes no request, and nothing outside the home
+    is read or uploaded."""
     user_home = tmp_path / "userhome"
     user_home.mkdir()
     (user_home / "private.jpg").write_bytes(jpeg(77))
@@ -192,9 +193,9 @@ def test_album_title_that_reads_as_home_or_comment_is_rewritten_as_its_folder(
 @pytest.mark.parametrize("album_first", [False, True])
 def test_bare_path_with_history_and_its_album_on_another_line_exit_2(
         home, fake, tmp_path, form, album_first):
-    """SPEC §3: two lines that name the same album are an error (exit 2) naming both line
-    numbers, decided before the first request; nothing changes. A bare `PATH` that the
-    state links to album X and a line `X` name one album."""
+    """README "albums.txt": two lines that name the same album are an error (exit 2) naming
+    both line numbers, decided before the first request; nothing changes. A bare `PATH` that
+    the state links to album X and a line `X` name one album."""
     folder = home.folder("F", {"a.jpg": jpeg(1)})
     home.write_credentials()
     home.write_albums(f"{folder}\n")
@@ -251,9 +252,9 @@ def _two_spellings(photos: Path, how: str) -> tuple[str, str]:
 
 @pytest.mark.parametrize("how", ["symlink", "dotdot", "relative-dotdot", "symlink-dotdot"])
 def test_two_spellings_of_one_folder_exit_2(home, fake, tmp_path, how):
-    """SPEC §3: two lines that resolve to the same folder (same file, or same
-    normcase(realpath)) are an error naming both line numbers; exit 2 before any
-    request, nothing changed."""
+    """README "albums.txt": two lines that resolve to the same folder (same file, or same
+    normcase(realpath)) are an error naming both line numbers; exit 2 before any request,
+    nothing changed."""
     first, second = _two_spellings(home.photos, how)
     assert os.path.samefile(first, os.path.join(home.path, second))
     Path(first, "x.jpg").write_bytes(jpeg(1))
@@ -277,10 +278,10 @@ LONG_CJK = "\u65e5" * 150 + ".jpg"          # 454 bytes in UTF-8
 
 @pytest.mark.parametrize("title", ["Long", "\u6708" * 150])
 def test_remote_name_longer_than_255_bytes_downloads_under_a_bounded_name(home, fake, title):
-    """SPEC §5 "Existing albums" / Downloads: names from Imgur are sanitized with a bounded
-    length; a file name on Linux is at most 255 bytes. The image downloads (exit 0) under
-    a name within 255 bytes, with its bytes, and the next run makes no request. The same
-    holds for the folder an album with such a title is downloaded into."""
+    """README "Existing albums" (downloads): names from Imgur are sanitized with a bounded
+    length; a file name on Linux is at most 255 bytes. The image downloads (exit 0) under a
+    name within 255 bytes, with its bytes, and the next run makes no request. The same holds
+    for the folder an album with such a title is downloaded into."""
     assert len(LONG_CJK.encode("utf-8")) > 255
     album_id = fake.create_album("alice", title=title)
     long_id = fake.create_image("alice", jpeg(1), name=LONG_CJK, album=album_id,
@@ -307,8 +308,9 @@ def test_remote_name_longer_than_255_bytes_downloads_under_a_bounded_name(home, 
 
 
 def test_remote_name_that_cannot_be_written_fails_only_that_item(tmp_path, fake):
-    """SPEC §5 Downloads and §8: a download that cannot be placed fails that item only
-    (exit 1); the other images of the album still download and nothing crashes.
+    """README "Existing albums" (downloads) and "Exit codes": a download that cannot be
+    placed fails that item only (exit 1); the other images of the album still download and
+    nothing crashes.
 
     The home sits so deep that the full path of any long file name in it exceeds Linux's
     PATH_MAX (4096 bytes) while short names still fit: the long name cannot be written,
@@ -352,9 +354,9 @@ def test_remote_name_that_cannot_be_written_fails_only_that_item(tmp_path, fake)
 @pytest.mark.parametrize("b_change", ["none", "copy renamed in B", "copy edited in B"])
 def test_emptied_folder_whose_content_is_already_synced_elsewhere_is_unavailable(
         home, fake, b_change):
-    """SPEC §5 Safety: a folder that holds no eligible file while the state records some
-    (what an unmounted drive looks like) is unavailable: exit 1, nothing deleted. A copy
-    of one of its photos that was already synced in another folder was not moved there
+    """README "Safety rules": a folder that holds no eligible file while the state records
+    some (what an unmounted drive looks like) is unavailable: exit 1, nothing deleted. A
+    copy of one of its photos that was already synced in another folder was not moved there
     (not even when it was renamed or its metadata edited there meanwhile), so it does not
     make the emptied folder a move source."""
     dirs = sync_folders(home, fake, {
@@ -385,10 +387,11 @@ def test_emptied_folder_whose_content_is_already_synced_elsewhere_is_unavailable
 
 @pytest.mark.parametrize("kind", ["album line", "link line"])
 def test_album_line_whose_get_fails_does_not_stop_other_folders(home, fake, kind):
-    """SPEC §2 (a request that failed every try fails its item; only 3 such requests in a
-    row stop the run) and §8: an `ALBUM` (or first `PATH -> ALBUM`) line whose album GET
-    keeps answering 502 fails that line only; the other folder's new file is still
-    uploaded; exit 1, the failing album reported; nothing sent into that album."""
+    """README "Reliability" (a request that failed every try fails its item; only 3 such
+    requests in a row stop the run) and "Exit codes": an `ALBUM` (or first `PATH -> ALBUM`)
+    line whose album GET keeps answering 502 fails that line only; the other folder's new
+    file is still uploaded; exit 1, the failing album reported; nothing sent into that
+    album."""
     other = fake.create_album("alice", title="Other")
     fake.create_image("alice", jpeg(9), name="o.jpg", album=other,
                       datetime=int(fake.now()) - 1000)
@@ -416,8 +419,9 @@ def test_album_line_whose_get_fails_does_not_stop_other_folders(home, fake, kind
 
 
 def test_verify_whose_album_get_fails_does_not_stop_other_folders(home, fake):
-    """SPEC §5 `--verify` and §2/§8: one album's GET failing every try fails that folder
-    only; the other folder's new file is uploaded; exit 1 and the failing folder reported."""
+    """README "Command line" (`--verify`), "Reliability", "Exit codes": one album's GET
+    failing every try fails that folder only; the other folder's new file is uploaded; exit
+    1 and the failing folder reported."""
     dirs = sync_folders(home, fake, {"A": {"a.jpg": jpeg(1)}, "B": {"b.jpg": jpeg(2)}})
     folder_a, album_a = dirs["A"]
     folder_b, album_b = dirs["B"]
@@ -437,12 +441,12 @@ def test_verify_whose_album_get_fails_does_not_stop_other_folders(home, fake):
 # --------------------------------------------------------------------------- 7. no re-reading
 
 def test_downloaded_files_are_not_reread_by_later_no_op_runs(home, fake, tmp_path):
-    """SPEC §5: a file is re-hashed only when its size, mtime_ns or inode differ from the
-    state or its mtime lies within 2 s of the previous scan; a run whose plan is empty
-    makes no request and rewrites state.json only if stat data changed. So after an ALBUM
-    line was downloaded, the next no-op runs make no request, do not rewrite state.json
-    and do not open the downloaded files (watched with an audit hook); a downloaded
-    file's mtime is not later than the run that downloaded it."""
+    """README "Changes and what they do on Imgur": a file is re-hashed only when its size,
+    mtime_ns or inode differ from the state or its mtime lies within 2 s of the previous
+    scan; a run whose plan is empty makes no request and rewrites state.json only if stat
+    data changed. So after an ALBUM line was downloaded, the next no-op runs make no
+    request, do not rewrite state.json and do not open the downloaded files (watched with an
+    audit hook); a downloaded file's mtime is not later than the run that downloaded it."""
     album_id = fake.create_album("alice", title="Dl")
     for n in range(3):
         fake.create_image("alice", jpeg(n), name=f"{n}.jpg", album=album_id,
@@ -485,9 +489,10 @@ def test_downloaded_files_are_not_reread_by_later_no_op_runs(home, fake, tmp_pat
 # --------------------------------------------------------------------------- 8. no credentials
 
 def test_missing_credentials_exit_5_leaves_state_json_alone(home, fake):
-    """SPEC §8: exit 5 for missing credentials is decided before anything changes: a run
-    whose plan needs requests but has no credentials.json exits 5, sends nothing and leaves
-    state.json (and albums.txt) byte-identical, even when stat data changed."""
+    """README "Exit codes": exit 5 for missing credentials is decided before anything
+    changes: a run whose plan needs requests but has no credentials.json exits 5, sends
+    nothing and leaves state.json (and albums.txt) byte-identical, even when stat data
+    changed."""
     dirs = sync_folders(home, fake, {"F": {"a.jpg": jpeg(1)}})
     folder, album_id = dirs["F"]
     (home.path / "credentials.json").unlink()
@@ -509,10 +514,10 @@ def test_missing_credentials_exit_5_leaves_state_json_alone(home, fake):
 # --------------------------------------------------------------------------- 9. cp1252 console
 
 def test_non_latin_folder_with_a_cp1252_console(home, fake):
-    """SPEC §7 (actions such as `+ upload` go to stdout; `status` exits 0 unless albums.txt
-    or state.json cannot be read): with PYTHONIOENCODING=cp1252 (a Windows console or
-    redirect) and a folder named 日本, nothing crashes: `status` exits 0, `sync` prints its
-    `+ upload` line in some escaped form and exits 0."""
+    """README "Command line" (actions such as `+ upload` go to stdout; `status` exits 0
+    unless albums.txt or state.json cannot be read): with PYTHONIOENCODING=cp1252 (a Windows
+    console or redirect) and a folder named 日本, nothing crashes: `status` exits 0, `sync`
+    prints its `+ upload` line in some escaped form and exits 0."""
     env = {"PYTHONIOENCODING": "cp1252"}
     folder = home.folder("\u65e5\u672c", {"a.jpg": jpeg(1)})
     home.write_credentials()
@@ -549,10 +554,10 @@ def test_non_latin_folder_with_a_cp1252_console(home, fake):
 # --------------------------------------------------------------------------- 10. --verify, album gone
 
 def test_verify_on_a_deleted_album_makes_the_folder_unavailable_and_leaves_no_pending(home, fake):
-    """SPEC §5: an album that answers 404 makes its folder unavailable (exit 1), with a
-    message to remove the `-> URL` part; nothing is uploaded (not even a new file) or
-    deleted for it. SPEC §6: no pending record is left behind, so the next run without
-    --verify sends no GET for a pending check."""
+    """README "Safety rules": an album that answers 404 makes its folder unavailable (exit
+    1), with a message to remove the `-> URL` part; nothing is uploaded (not even a new
+    file) or deleted for it. README "Reliability": no pending record is left behind, so the
+    next run without --verify sends no GET for a pending check."""
     dirs = sync_folders(home, fake, {"V": {"a.jpg": jpeg(1), "b.jpg": jpeg(2)}})
     folder, album_id = dirs["V"]
     fake.delete_album(album_id)
@@ -577,8 +582,9 @@ def test_verify_on_a_deleted_album_makes_the_folder_unavailable_and_leaves_no_pe
 # --------------------------------------------------------------------------- 11. dry run, 429
 
 def test_dry_run_stopped_by_the_rate_limit_exits_4(home, fake):
-    """SPEC §7/§8: `--dry-run` exits 0 once the plan is printed, or with the usual codes;
-    a GET it needs answered 429 stops it with exit 4, not 0. It writes nothing."""
+    """README "Command line", "Exit codes": `--dry-run` exits 0 once the plan is printed, or
+    with the usual codes; a GET it needs answered 429 stops it with exit 4, not 0. It writes
+    nothing."""
     album_id = fake.create_album("alice", title="X")
     fake.create_image("alice", jpeg(1), name="a.jpg", album=album_id,
                       datetime=int(fake.now()) - 1000)
@@ -595,8 +601,8 @@ def test_dry_run_stopped_by_the_rate_limit_exits_4(home, fake):
 
 
 def test_dry_run_verify_stopped_by_the_rate_limit_exits_4(home, fake):
-    """SPEC §7/§8: `sync --dry-run --verify` whose album GET is answered 429 exits 4 and
-    leaves state.json alone."""
+    """README "Command line", "Exit codes": `sync --dry-run --verify` whose album GET is
+    answered 429 exits 4 and leaves state.json alone."""
     dirs = sync_folders(home, fake, {"V": {"a.jpg": jpeg(1)}})
     folder, album_id = dirs["V"]
     state_before = file_identity(home.path / "state.json")
@@ -612,10 +618,10 @@ def test_dry_run_verify_stopped_by_the_rate_limit_exits_4(home, fake):
 
 @pytest.mark.parametrize("jobs", [[], ["--jobs", "1"]])
 def test_403_not_about_the_token_refreshes_at_most_once_per_run(home, fake, jobs):
-    """SPEC §2: an expired token (401, or a 403 that is not "over capacity") is refreshed
-    once; a request still refused after a good refresh fails that item (exit 1). However
-    many items hit a 403 that a new token does not cure (uploads into an album that was
-    deleted on Imgur), the run sends at most one /oauth2/token request."""
+    """README "Reliability": an expired token (401, or a 403 that is not "over capacity") is
+    refreshed once; a request still refused after a good refresh fails that item (exit 1).
+    However many items hit a 403 that a new token does not cure (uploads into an album that
+    was deleted on Imgur), the run sends at most one /oauth2/token request."""
     dirs = sync_folders(home, fake, {"F": {"a.jpg": jpeg(1)}})
     folder, album_id = dirs["F"]
     fake.delete_album(album_id)
@@ -631,9 +637,10 @@ def test_403_not_about_the_token_refreshes_at_most_once_per_run(home, fake, jobs
 
 @pytest.mark.parametrize("jobs", [[], ["--jobs", "1"]])
 def test_403_on_every_upload_refreshes_at_most_once_per_run(home, fake, jobs):
-    """SPEC §2: a 403 "invalid token" answer on every upload (fault token_expired,
-    count=None) triggers one refresh; each upload still refused fails its item (exit 1),
-    and no further /oauth2/token request is sent however many items hit it."""
+    """README "Reliability": a 403 "invalid token" answer on every upload (fault
+    token_expired, count=None) triggers one refresh; each upload still refused fails its
+    item (exit 1), and no further /oauth2/token request is sent however many items hit
+    it."""
     dirs = sync_folders(home, fake, {"F": {"a.jpg": jpeg(1)}})
     folder, album_id = dirs["F"]
     for n in range(2, 12):                           # more items than --jobs
@@ -653,10 +660,10 @@ def test_403_on_every_upload_refreshes_at_most_once_per_run(home, fake, jobs):
 @pytest.mark.parametrize("local_form, remote_form", [("NFD", "NFC"), ("NFC", "NFD")])
 def test_decomposed_local_name_adopts_the_composed_remote_name(home, fake, local_form,
                                                                remote_form):
-    """SPEC §5 "Existing albums": on a first `PATH -> ALBUM` link, images whose name
-    matches a local file are adopted without transfer. A name written decomposed (NFD, as
-    macOS file systems give it) matches the same name composed (NFC) on Imgur: no
-    download, no upload, and the next run makes no request."""
+    """README "Existing albums": on a first `PATH -> ALBUM` link, images whose name matches
+    a local file are adopted without transfer. A name written decomposed (NFD, as macOS file
+    systems give it) matches the same name composed (NFC) on Imgur: no download, no upload,
+    and the next run makes no request."""
     local = unicodedata.normalize(local_form, "caf\u00e9.jpg")
     remote = unicodedata.normalize(remote_form, "caf\u00e9.jpg")
     assert "cafe\u0301.jpg" in (local, remote) and local != remote
@@ -679,11 +686,12 @@ def test_decomposed_local_name_adopts_the_composed_remote_name(home, fake, local
 
 
 def test_uploads_refused_with_a_definite_403_leave_no_pending_check(home, fake):
-    """SPEC §2: a request answered with a definite refusal (401/403) was not performed;
-    only an upload whose outcome is unknown goes through the pending check of §6 before
-    it is sent again. So after uploads refused 403 (fault token_expired on every upload,
-    one refresh), no pending record is left: the next run, with Imgur answering again,
-    uploads the files without any GET /3/album/{id}/images pending check."""
+    """README "Reliability": a request answered with a definite refusal (401/403) was not
+    performed; only an upload whose outcome is unknown goes through the pending check
+    ("Reliability") before it is sent again. So after uploads refused 403 (fault
+    token_expired on every upload, one refresh), no pending record is left: the next run,
+    with Imgur answering again, uploads the files without any GET /3/album/{id}/images
+    pending check."""
     dirs = sync_folders(home, fake, {"F": {"a.jpg": jpeg(1)}})
     folder, album_id = dirs["F"]
     for n in range(2, 6):

@@ -1,4 +1,5 @@
-"""End-to-end tests of issue 4 / SPEC §3 and §5 "Existing albums", "Safety", `--verify`.
+"""End-to-end tests of issue 4 / README "albums.txt", "Existing albums", "Safety rules",
+`--verify`.
 
 Albums are made directly on the fake (``fake.create_image`` / ``fake.create_album``);
 imgurbox.py runs as a subprocess (fixture ``home``) and the tests check the exit code, the
@@ -127,7 +128,8 @@ def test_existing_title_folder_gets_title_and_id(home, fake):
 
 @pytest.mark.parametrize("title", ["run-counter", "Log.txt", "state.json.bak", "albums.txt"])
 def test_album_titled_like_a_home_file_gets_title_and_id(home, fake, title):
-    """A folder named like imgurbox's own files (SPEC §1) would be taken for one of them."""
+    """A folder named like imgurbox's own files (README "Files in the home") would be taken
+    for one of them."""
     album_id, _ = make_album(fake, {"a.jpg": jpeg(1)}, title=title)
     home.write_credentials()
     home.write_albums(f"{album_id}\n")

@@ -1,4 +1,4 @@
-"""Crash windows between journal lines (SPEC §6 "Never twice, never lost").
+"""Crash windows between journal lines (README "Reliability": never twice, never lost).
 
 test_killpoints.py kills imgurbox at API requests; this file kills it right after each
 line imgurbox appends to state.journal, which also reaches the windows between two pieces
@@ -180,7 +180,7 @@ def recover_and_check(home: Home, fake: FakeImgur, scenario: str, folders, args)
     r = home.run("sync", *args)
     assert r.code == 0, f"recovery run: exit {r.code}\n{r.stdout}\n{r.stderr}"
     assert_mirror(home, fake, folders, by="records")
-    if scenario != "change":      # a rename keeps the image's old name on Imgur (SPEC §5)
+    if scenario != "change":  # README: a rename sends nothing; Imgur keeps the old name
         assert_mirror(home, fake, folders)
     if scenario == "download":
         check_download(home, fake, folders[0])

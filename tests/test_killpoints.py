@@ -1,6 +1,7 @@
-"""Kill-point suite (issue 5, SPEC §6): SIGKILL imgurbox at every API request of a run,
-before the fake acts and after it acted but before it answers, then run again without
-faults: every file must be in its album exactly once, no orphan image, state.json valid.
+"""Kill-point suite (issue 5, README "Reliability"): SIGKILL imgurbox at every API request
+of a run, before the fake acts and after it acted but before it answers, then run again
+without faults: every file must be in its album exactly once, no orphan image, state.json
+valid.
 
 Each kill point is its own test id, ``<scenario>[NN-<request>-<phase>]``: the number of
 kill points survived is the number of passing tests in this file (README, reliability).

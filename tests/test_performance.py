@@ -26,8 +26,9 @@ UPLOAD_CREDITS, CALL_CREDITS = 10, 1
 # --------------------------------------------------------------------------- helpers
 
 def backdate(*paths) -> None:
-    """Give files an mtime a day old: far from any scan, so that the "modified within
-    2 s of the last scan" rule (SPEC §5) does not make a quick second run re-hash them."""
+    """Give files an mtime a day old: far from any scan, so that the "modified within 2 s of
+    the last scan" rule (README "Changes and what they do on Imgur") does not make a quick
+    second run re-hash them."""
     for path in paths:
         os.utime(path, ns=(DAY_AGO_NS, DAY_AGO_NS))
 

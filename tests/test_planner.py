@@ -1,7 +1,7 @@
 """Table tests of the planner: albums.txt lines + state + scans -> actions.
 
-No filesystem and no network: the planner is a pure function (SPEC §5), so each case
-builds the state and the scans in memory and compares a compact rendering of the plan.
+No filesystem and no network: the planner is a pure function (README "Development"), so each
+case builds the state and the scans in memory and compares a compact rendering of the plan.
 """
 
 import pytest

@@ -1,6 +1,6 @@
-"""End-to-end reliability tests (issue 5; SPEC §2 retries and rate limits, §5 safety,
-§6 pending operations, §8 exit codes): imgurbox.py runs as a subprocess against the
-fake Imgur server with injected faults, and must keep every file exactly once online.
+"""End-to-end reliability tests (issue 5; README "Reliability": retries, rate limits,
+pending operations; "Safety rules"; "Exit codes"): imgurbox.py runs as a subprocess against
+the fake Imgur server with injected faults, and must keep every file exactly once online.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def test_5xx_burst_on_delete_is_retried_until_it_succeeds(home, fake, failures, 
     fake.add_fault("status", method="DELETE", path=r"^/3/image/", code=code, count=failures)
     r = home.run("sync")
     assert r.code == 0, r
-    assert len(image_deletes(fake)) == failures + 1          # up to 4 tries (SPEC §2)
+    assert len(image_deletes(fake)) == failures + 1  # up to 4 tries (README "Reliability")
     finishes_clean(home, fake, paths.values())
 
 

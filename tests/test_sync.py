@@ -1,4 +1,4 @@
-"""End-to-end tests of SPEC §5 (what a sync does), run against the fake Imgur server.
+"""End-to-end tests of README "What a sync does", run against the fake Imgur server.
 
 Each test runs imgurbox.py as a subprocess (fixture `home`, from conftest.py) and checks
 the exit code, what the fake holds afterwards, and which API requests were sent.
@@ -165,7 +165,7 @@ def test_second_run_does_not_rewrite_state_json(home, fake):
     state = home.path / "state.json"
     before = (state.read_bytes(), state.stat().st_mtime_ns)
     assert s.run().code == 0
-    # SPEC §5: an empty plan rewrites state.json only if stat data changed
+    # an empty plan rewrites state.json only if stat data changed
     assert (state.read_bytes(), state.stat().st_mtime_ns) == before
 
 
@@ -555,7 +555,8 @@ def test_delete_guard_holds_back_replacing_more_than_half(home, fake):
     r = s.run()
     assert r.code == 1, r
     assert not image_deletes(fake)
-    assert not uploads(fake), "a held-back replacement must not upload either (SPEC: 'does none of them')"
+    # README "Safety rules": the delete guard "does none of it"
+    assert not uploads(fake), "a held-back replacement must not upload either"
     assert len(fake.album_image_ids(s.albums["A"])) == 4
 
 

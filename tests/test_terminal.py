@@ -1,4 +1,5 @@
-"""The terminal experience (issue 7; SPEC §7 output, `status`, §1 log), end to end.
+"""The terminal experience (issue 7; README "Command line": output, `status`; "Files in the
+home": log.txt), end to end.
 
 Runs imgurbox.py in a real pseudo-terminal (the `pty` module: stdout and stdin on one
 pty, stderr on another, so the two streams stay apart) or piped, against the fake Imgur.
