@@ -1,7 +1,9 @@
 """Shared fixtures: a running fake Imgur (``fake``) and a temporary imgurbox home (``home``).
 
 End-to-end tests run the real ``imgurbox.py`` as a subprocess against the fake; nothing
-here mocks ``requests``.
+here mocks ``requests``. The one way to run it is ``Home.run`` (or ``Home.start`` for a
+run the test signals or feeds a terminal); the one way to import it is ``import_imgurbox``.
+What a run did on the fake is read with tests/mirror_check.py.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -111,17 +114,50 @@ class Home:
                 env[key] = value
         return env
 
-    def run(self, *args, env: dict | None = None, input=None, timeout: float = 120) -> Result:
+    def argv(self, *args, python_args=(), script=IMGURBOX) -> list:
+        """``python [python_args] imgurbox.py --home <path> *args`` as a list; ``script``: a
+        launcher that runs imgurbox.py's main() (same command line) instead."""
+        return [sys.executable, *python_args, str(script), '--home', str(self.path),
+                *map(str, args)]
+
+    def run(self, *args, env: dict | None = None, input=None, timeout: float = 120,
+            python_args=(), script=IMGURBOX) -> Result:
         """Run ``imgurbox.py --home <path> *args``; stdin is empty unless ``input`` is given."""
         if isinstance(input, str):
             input = input.encode('utf-8')
         completed = subprocess.run(
-            [sys.executable, str(IMGURBOX), '--home', str(self.path), *map(str, args)],
+            self.argv(*args, python_args=python_args, script=script),
             input=input, stdin=subprocess.DEVNULL if input is None else None,
             capture_output=True, env=self.env(env), timeout=timeout)
         return Result(completed.returncode,
                       completed.stdout.decode('utf-8', 'replace'),
                       completed.stderr.decode('utf-8', 'replace'))
+
+    def start(self, *args, env: dict | None = None, **popen) -> subprocess.Popen:
+        """Start ``imgurbox.py --home <path> *args`` without waiting (to signal it, kill
+        it, or give it a terminal). Defaults: stdin empty, stdout and stderr piped (bytes),
+        SIGINT at its default action; ``popen`` overrides any of them."""
+        options = dict(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, env=self.env(env),
+                       preexec_fn=_default_sigint if os.name == 'posix' else None)
+        options.update(popen)
+        return subprocess.Popen(self.argv(*args), **options)
+
+
+def _default_sigint():
+    # A test runner started in the background (`pytest &`, some CI runners) passes
+    # SIGINT down as ignored, and Python then never raises KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def import_imgurbox():
+    """imgurbox.py imported as the module ``imgurbox`` (for unit tests of its parts).
+
+    An import error fails the calling test or module; it never skips it."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    import imgurbox
+    return imgurbox
 
 
 @pytest.fixture

@@ -1,10 +1,10 @@
 """Builders of real, small image files for the tests (standard library only).
 
 Every builder is deterministic: the same seed gives the same bytes, distinct seeds give
-distinct pixel data. The metadata options add exactly the segments / chunks that SPEC §5
-says the content hash leaves out (JPEG XMP, APP13 IPTC, COM; PNG tEXt, zTXt, iTXt, tIME)
-or keeps (JPEG EXIF with an orientation tag), so a test can make a "metadata-only edit"
-by calling the same builder with the same seed and another option.
+distinct pixel data. The metadata options add exactly the segments / chunks that the content
+hash leaves out (JPEG XMP, APP13 IPTC, COM; PNG tEXt, zTXt, iTXt, tIME) or keeps (JPEG EXIF
+with an orientation tag; README "Changes and what they do on Imgur"), so a test can make a
+"metadata-only edit" by calling the same builder with the same seed and another option.
 
     jpeg(seed, *, xmp=None, iptc=None, comment=None, exif_orientation=None) -> bytes
     png(seed, *, text=None, ztxt=None, itxt=None, time=None) -> bytes

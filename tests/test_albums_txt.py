@@ -1,38 +1,27 @@
-"""Tests of SPEC §3 (albums.txt): end to end against the fake, and the parser through import."""
+"""Tests of albums.txt (README "albums.txt"): end to end against the fake, and the parser
+through import."""
 
 from __future__ import annotations
 
-import importlib.util
 import ntpath
 import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import import_imgurbox
 from imagefiles import jpeg
-from mirror_check import field, uploads
+from mirror_check import album_creations, album_names, delete_requests, field, uploads
 
-REPO = Path(__file__).resolve().parent.parent
 ALBUM_URL = re.compile(rb"-> https://imgur\.com/a/([A-Za-z0-9]+)")
 BOM = b"\xef\xbb\xbf"
 
 
 # --------------------------------------------------------------------------- helpers
 
-
-
 def linked_ids(home) -> list[str]:
     return [m.decode() for m in ALBUM_URL.findall(home.albums_bytes())]
-
-
-def image_names(fake, album_id) -> list[str]:
-    return sorted(field(fake.images[i], "name") for i in fake.album_image_ids(album_id))
-
-
-def album_creations(fake):
-    return [r for r in fake.api_requests() if r.method == "POST" and r.path == "/3/album"]
 
 
 def mentions_line(output: str, n: int) -> bool:
@@ -83,7 +72,7 @@ def test_quoted_path_with_spaces(home, fake):
     sync_ok(home)
     (album_id,) = linked_ids(home)
     assert field(fake.albums[album_id], "title") == "My Summer Trip"
-    assert image_names(fake, album_id) == ["a.jpg"]
+    assert album_names(fake, album_id) == ["a.jpg"]
     line = home.albums_bytes().decode()
     assert str(folder) in line and line.endswith(f"-> https://imgur.com/a/{album_id}\n")
     # the rewritten line reads back as the same folder and album
@@ -147,7 +136,7 @@ def test_relative_path_is_relative_to_albums_txt_not_cwd(home, fake, tmp_path, m
     r = home.run("sync")
     assert r.code == 0, r
     (album_id,) = linked_ids(home)
-    assert image_names(fake, album_id) == ["a.jpg"]
+    assert album_names(fake, album_id) == ["a.jpg"]
     assert home.albums_bytes() == rewritten((line + "\n").encode(), line.encode(), album_id)
 
 
@@ -161,7 +150,7 @@ def test_relative_path_outside_the_home(home, fake, tmp_path, monkeypatch):
     r = home.run("sync")
     assert r.code == 0, r
     (album_id,) = linked_ids(home)
-    assert image_names(fake, album_id) == ["a.jpg"]
+    assert album_names(fake, album_id) == ["a.jpg"]
 
 
 def test_tilde_expands_to_the_user_home(home, fake, tmp_path):
@@ -173,7 +162,7 @@ def test_tilde_expands_to_the_user_home(home, fake, tmp_path):
     r = home.run("sync", env={"HOME": str(user_home), "USERPROFILE": str(user_home)})
     assert r.code == 0, r
     (album_id,) = linked_ids(home)
-    assert image_names(fake, album_id) == ["p.jpg"]
+    assert album_names(fake, album_id) == ["p.jpg"]
     assert home.albums_bytes() == f"~/Pics -> https://imgur.com/a/{album_id}\n".encode()
 
 
@@ -313,7 +302,7 @@ def test_album_url_forms_link_to_the_existing_album(home, fake, form):
     assert r.code == 0, r
     assert not album_creations(fake)
     assert len(uploads(fake)) == 2
-    assert image_names(fake, album_id) == ["a.jpg", "b.jpg"]
+    assert album_names(fake, album_id) == ["a.jpg", "b.jpg"]
     assert list(fake.albums) == [album_id]
 
 
@@ -326,10 +315,10 @@ def test_link_adopts_images_by_name_and_deletes_nothing(home, fake):
     home.write_albums(f"{folder} -> {album_id}\n")
     r = home.run("sync")
     assert r.code == 0, r
-    assert not [q for q in fake.api_requests() if q.method == "DELETE"]
+    assert not delete_requests(fake)
     assert len(uploads(fake)) == 1
     assert sorted(p.name for p in folder.iterdir()) == ["a.jpg", "local-only.jpg", "remote-only.jpg"]
-    assert image_names(fake, album_id) == ["a.jpg", "local-only.jpg", "remote-only.jpg"]
+    assert album_names(fake, album_id) == ["a.jpg", "local-only.jpg", "remote-only.jpg"]
 
 
 def test_bare_album_id_downloads_into_a_folder_in_home(home, fake):
@@ -347,16 +336,7 @@ def test_bare_album_id_downloads_into_a_folder_in_home(home, fake):
 
 @pytest.fixture(scope="module")
 def imgurbox_module():
-    path = REPO / "imgurbox.py"
-    spec = importlib.util.spec_from_file_location("imgurbox_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
-    try:
-        spec.loader.exec_module(module)  # an import error fails the tests, it does not skip them
-    except BaseException:
-        del sys.modules[spec.name]
-        raise
-    return module
+    return import_imgurbox()  # an import error fails the tests, it does not skip them
 
 
 @pytest.fixture

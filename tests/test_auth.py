@@ -1,4 +1,5 @@
-"""Authorization (issue 3; SPEC §2 tokens, §7 `auth`, §8 exit code 5), end to end.
+"""Authorization (issue 3; README "Getting started", "When the token stops working",
+"Exit codes": 5), end to end.
 
 `auth` is driven as a person uses it, in a pseudo-terminal (pexpect), against the fake
 Imgur server; sync-time token handling runs imgurbox.py as a plain subprocess. Every
@@ -13,7 +14,6 @@ import json
 import os
 import re
 import stat
-import sys
 from pathlib import Path
 
 import pexpect
@@ -21,8 +21,7 @@ import pytest
 import requests
 
 from imagefiles import jpeg
-
-IMGURBOX = Path(__file__).resolve().parent.parent / "imgurbox.py"
+from mirror_check import done_uploads, requests_to, token_requests
 
 CLIENT_ID = "test-client-id"
 CLIENT_SECRET = "test-client-secret"
@@ -76,8 +75,9 @@ class Session:
     def __init__(self, home, *args, env=None, timeout=20):
         self.home = home
         self.log = io.StringIO()
+        command, *argv = home.argv(*args)
         self.child = pexpect.spawn(
-            sys.executable, [str(IMGURBOX), "--home", str(home.path), *args],
+            command, argv,
             env=env or pty_env(home), encoding="utf-8", codec_errors="replace",
             timeout=timeout, dimensions=(40, 100))
         self.child.logfile_read = self.log
@@ -130,19 +130,6 @@ def credentials(home) -> dict:
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
-
-
-def requests_to(fake, method, path) -> list:
-    return [r for r in fake.api_requests() if r.method == method and r.path.rstrip("/") == path]
-
-
-def token_requests(fake) -> list:
-    return [r for r in fake.api_requests() if r.path.startswith("/oauth2/token")]
-
-
-def uploads(fake) -> list:
-    return [r for r in fake.api_requests()
-            if r.method == "POST" and r.path in ("/3/image", "/3/upload") and r.status == 200]
 
 
 def assert_saved_and_valid(home, fake, username="alice") -> dict:
@@ -415,7 +402,7 @@ def test_sync_without_credentials_in_a_terminal_offers_auth_then_syncs(home, fak
     assert code == 0, session.transcript
     assert "Authorized as alice" in session.transcript
     assert "+ upload" in session.transcript
-    assert len(uploads(fake)) == 1
+    assert len(done_uploads(fake)) == 1
     assert_saved_and_valid(home, fake)
     scan(home, fake, transcript=session.transcript)
 
@@ -460,7 +447,7 @@ def test_expired_token_is_refreshed_once_and_everything_saved(home, fake):
     result = home.run("sync")
     assert result.code == 0, result
     assert len(token_requests(fake)) == 1
-    assert len(uploads(fake)) == 1
+    assert len(done_uploads(fake)) == 1
     saved = assert_saved_and_valid(home, fake)
     assert saved["access_token"] != old["access_token"]
     assert saved["refresh_token"] != old["refresh_token"]     # the NEW refresh token
@@ -472,7 +459,7 @@ def test_expired_token_is_refreshed_once_and_everything_saved(home, fake):
     (home.photos / "Trip" / "d.jpg").write_bytes(jpeg(4))
     result = home.run("sync")
     assert result.code == 0, result
-    assert len(token_requests(fake)) == 1 and len(uploads(fake)) == 1
+    assert len(token_requests(fake)) == 1 and len(done_uploads(fake)) == 1
     assert_saved_and_valid(home, fake)
     scan(home, fake, result)
 
@@ -493,7 +480,7 @@ def test_token_expiring_in_the_middle_of_a_sync(home, fake):
     fake.on_request = None
     assert result.code == 0, result
     assert len(token_requests(fake)) == 1
-    assert len(uploads(fake)) == 4
+    assert len(done_uploads(fake)) == 4
     saved = assert_saved_and_valid(home, fake)
     assert saved["refresh_token"] != old["refresh_token"]
     assert mode(home.path / "credentials.json") == 0o600
@@ -509,7 +496,7 @@ def test_expired_token_with_parallel_uploads_refreshes_once(home, fake):
     result = home.run("sync", "--jobs", "4")
     assert result.code == 0, result
     assert len(token_requests(fake)) == 1
-    assert len(uploads(fake)) == 8
+    assert len(done_uploads(fake)) == 8
     assert_saved_and_valid(home, fake)
     scan(home, fake, result)
 
@@ -528,7 +515,7 @@ def test_revoked_refresh_token_exits_5_and_changes_nothing(home, fake):
     assert result.code == 5, result
     assert "auth" in result.stderr
     assert len(token_requests(fake)) == 1
-    assert uploads(fake) == []
+    assert done_uploads(fake) == []
     assert set(fake.images) == images_before
     after = home.state()
     # Local bookkeeping (scan time, generation) may move; what is synced and pending may not.
@@ -549,7 +536,7 @@ def test_revoked_refresh_token_with_parallel_uploads_stops_at_the_first_refusal(
     fake.latency = 0.05
     result = home.run("sync", "--jobs", "4")
     assert result.code == 5, result
-    assert uploads(fake) == []
+    assert done_uploads(fake) == []
     assert len(token_requests(fake)) == 1
     after = home.state()
     for key in ("albums", "pending"):
@@ -580,7 +567,7 @@ def test_over_capacity_403_never_refreshes(home, fake, html):
     result = home.run("sync")
     assert result.code == 0, result
     assert token_requests(fake) == []
-    assert len(uploads(fake)) == 1
+    assert len(done_uploads(fake)) == 1
     scan(home, fake, result)
 
 
@@ -637,7 +624,7 @@ def test_dry_run_warns_of_readable_credentials_but_changes_nothing(home, fake):
     result = home.run("sync", "--dry-run")
     assert result.code == 0, result
     assert re.search(r"(?i)warning.*credentials\.json", result.stderr), result.stderr
-    assert mode(home.path / "credentials.json") == 0o644      # SPEC §7: no write
+    assert mode(home.path / "credentials.json") == 0o644      # not saved: no write
     scan(home, fake, result)
 
 

@@ -1,7 +1,8 @@
-"""End-to-end regression tests for edge cases a review found (SPEC §2, §3, §5, §7, §8).
+"""End-to-end regression tests for edge cases a review found (README "albums.txt", "What a
+sync does", "Existing albums", "Command line", "Exit codes", "Reliability").
 
 Each test runs imgurbox.py as a subprocess against the fake Imgur (fixtures ``home`` and
-``fake`` from conftest.py) and checks what the SPEC promises: the exit code, the requests
+``fake`` from conftest.py) and checks what README.md promises: the exit code, the requests
 the fake received, the files on disk and what the fake's albums hold.
 """
 
@@ -18,59 +19,16 @@ import pytest
 
 from conftest import Home
 from imagefiles import jpeg
-from mirror_check import IMAGE_SUFFIXES, LINK, uploads, routes
-
-ID = r"[A-Za-z0-9]+"
+from mirror_check import (LINK, album_creations, album_removes, delete_requests,
+                          link_fetches, photos_in, routes, state_files, token_requests,
+                          uploads, writes)
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def deletes(fake):
-    return [r for r in fake.api_requests() if r.method == "DELETE"]
-
-
-def removes(fake):
-    return [r for r in fake.api_requests() if r.path.rstrip("/").endswith("/remove_images")]
-
-
-def album_creations(fake):
-    return [r for r in fake.api_requests()
-            if r.method == "POST" and r.path.rstrip("/") == "/3/album"]
-
-
-def token_requests(fake):
-    return [r for r in fake.api_requests() if r.path.startswith("/oauth2/token")]
-
-
-def writes(fake):
-    """Every API request that is not a GET (token requests excluded)."""
-    return [r for r in fake.api_requests()
-            if r.method != "GET" and not r.path.startswith("/oauth2/")]
-
-
-def link_fetches(fake):
-    """Requests for image links (downloads), not API calls."""
-    return [r for r in fake.requests if r.path.startswith("/i/")]
-
-
-def photos_in(folder) -> dict:
-    """Eligible, non-hidden files at the top of a folder: name -> bytes."""
-    return {p.name: p.read_bytes() for p in Path(folder).iterdir()
-            if p.is_file() and not p.name.startswith(".")
-            and p.suffix.lower() in IMAGE_SUFFIXES}
-
-
 def album_bytes(fake, album_id) -> list:
     return sorted(fake.image_bytes(i) for i in fake.album_image_ids(album_id))
-
-
-def state_files(home, album_id) -> dict:
-    """file name -> image ID recorded in state.json for one album."""
-    state = home.state()
-    fields = state.get("file_fields") or ["name", "image_id"]
-    name_at, id_at = fields.index("name"), fields.index("image_id")
-    return {row[name_at]: row[id_at] for row in state["albums"][album_id]["files"]}
 
 
 def linked_albums(home) -> dict:
@@ -154,9 +112,9 @@ def opened_files(log: Path) -> list:
 # --------------------------------------------------------------------------- 1. ALBUM titles
 
 def _spec_resolve(path_text: str, base: Path, user_home: Path) -> str:
-    """An albums.txt PATH resolved as SPEC §3 says: `~` expands (to ``user_home``, the
-    HOME of the run; `~user` through the password database), relative means beside
-    albums.txt."""
+    """An albums.txt PATH resolved as README "albums.txt" says: `~` expands (to
+    ``user_home``, the HOME of the run; `~user` through the password database), relative
+    means beside albums.txt."""
     if path_text == "~" or path_text.startswith("~/"):
         path = str(user_home) + path_text[1:]
     elif path_text.startswith("~"):
@@ -176,12 +134,12 @@ def _is_comment(text: str) -> bool:
                                    "-> x", "a -> b"])
 def test_album_title_that_reads_as_home_or_comment_is_rewritten_as_its_folder(
         home, fake, tmp_path, title):
-    """SPEC §3 (an `ALBUM` line becomes `FOLDER -> URL`, FOLDER relative to the home;
-    `~` expands; `#` / `// ` lines are comments) and §5 "Existing albums": an album whose
-    title is `~`, `~user`, `# ...` or `// ...` is downloaded into a folder in the home, and
-    the rewritten line reads back as that folder: never the user's home, another user's
-    home, or a comment. The next run makes no request, and nothing outside the home is
-    read or uploaded."""
+    """README "albums.txt" (an `ALBUM` line becomes `FOLDER -> URL`, FOLDER relative to the
+    home; `~` expands; `#` / `// ` lines are comments) and "Existing albums": an album
+    whose title is `~`, `~user`, `# ...` or `// ...` is downloaded into a folder in the
+    home, and the rewritten line reads back as that folder: never the user's home, another
+    user's home, or a comment. The next run makes no request, and nothing outside the home
+    is read or uploaded."""
     user_home = tmp_path / "userhome"
     user_home.mkdir()
     (user_home / "private.jpg").write_bytes(jpeg(77))
@@ -235,9 +193,9 @@ def test_album_title_that_reads_as_home_or_comment_is_rewritten_as_its_folder(
 @pytest.mark.parametrize("album_first", [False, True])
 def test_bare_path_with_history_and_its_album_on_another_line_exit_2(
         home, fake, tmp_path, form, album_first):
-    """SPEC §3: two lines that name the same album are an error (exit 2) naming both line
-    numbers, decided before the first request; nothing changes. A bare `PATH` that the
-    state links to album X and a line `X` name one album."""
+    """README "albums.txt": two lines that name the same album are an error (exit 2) naming
+    both line numbers, decided before the first request; nothing changes. A bare `PATH` that
+    the state links to album X and a line `X` name one album."""
     folder = home.folder("F", {"a.jpg": jpeg(1)})
     home.write_credentials()
     home.write_albums(f"{folder}\n")
@@ -294,9 +252,9 @@ def _two_spellings(photos: Path, how: str) -> tuple[str, str]:
 
 @pytest.mark.parametrize("how", ["symlink", "dotdot", "relative-dotdot", "symlink-dotdot"])
 def test_two_spellings_of_one_folder_exit_2(home, fake, tmp_path, how):
-    """SPEC §3: two lines that resolve to the same folder (same file, or same
-    normcase(realpath)) are an error naming both line numbers; exit 2 before any
-    request, nothing changed."""
+    """README "albums.txt": two lines that resolve to the same folder (same file, or same
+    normcase(realpath)) are an error naming both line numbers; exit 2 before any request,
+    nothing changed."""
     first, second = _two_spellings(home.photos, how)
     assert os.path.samefile(first, os.path.join(home.path, second))
     Path(first, "x.jpg").write_bytes(jpeg(1))
@@ -320,10 +278,10 @@ LONG_CJK = "\u65e5" * 150 + ".jpg"          # 454 bytes in UTF-8
 
 @pytest.mark.parametrize("title", ["Long", "\u6708" * 150])
 def test_remote_name_longer_than_255_bytes_downloads_under_a_bounded_name(home, fake, title):
-    """SPEC §5 "Existing albums" / Downloads: names from Imgur are sanitized with a bounded
-    length; a file name on Linux is at most 255 bytes. The image downloads (exit 0) under
-    a name within 255 bytes, with its bytes, and the next run makes no request. The same
-    holds for the folder an album with such a title is downloaded into."""
+    """README "Existing albums" (downloads): names from Imgur are sanitized with a bounded
+    length; a file name on Linux is at most 255 bytes. The image downloads (exit 0) under a
+    name within 255 bytes, with its bytes, and the next run makes no request. The same holds
+    for the folder an album with such a title is downloaded into."""
     assert len(LONG_CJK.encode("utf-8")) > 255
     album_id = fake.create_album("alice", title=title)
     long_id = fake.create_image("alice", jpeg(1), name=LONG_CJK, album=album_id,
@@ -344,14 +302,15 @@ def test_remote_name_longer_than_255_bytes_downloads_under_a_bounded_name(home, 
     (long_name,) = [n for n in got if n != "ok.jpg"]
     assert len(long_name.encode("utf-8")) <= 255, long_name
     assert long_name.lower().endswith(".jpg")
-    assert state_files(home, album_id).get(long_name) == long_id
+    assert state_files(home.state(), album_id).get(long_name) == long_id
     assert uploads(fake) == []
     assert_no_request_on_next_run(home, fake)
 
 
 def test_remote_name_that_cannot_be_written_fails_only_that_item(tmp_path, fake):
-    """SPEC §5 Downloads and §8: a download that cannot be placed fails that item only
-    (exit 1); the other images of the album still download and nothing crashes.
+    """README "Existing albums" (downloads) and "Exit codes": a download that cannot be
+    placed fails that item only (exit 1); the other images of the album still download and
+    nothing crashes.
 
     The home sits so deep that the full path of any long file name in it exceeds Linux's
     PATH_MAX (4096 bytes) while short names still fit: the long name cannot be written,
@@ -386,8 +345,8 @@ def test_remote_name_that_cannot_be_written_fails_only_that_item(tmp_path, fake)
     assert "\u65e5" in r.stderr or "fail" in (r.stdout + r.stderr).lower(), r
     got = photos_in(home.path / "Long")
     assert got == {"ok.jpg": jpeg(2), "zz.jpg": jpeg(3)}, sorted(got)
-    assert state_files(home, album_id).get("ok.jpg") == ok_id
-    assert uploads(fake) == [] and deletes(fake) == []
+    assert state_files(home.state(), album_id).get("ok.jpg") == ok_id
+    assert uploads(fake) == [] and delete_requests(fake) == []
 
 
 # --------------------------------------------------------------------------- 5. unmounted drive
@@ -395,9 +354,9 @@ def test_remote_name_that_cannot_be_written_fails_only_that_item(tmp_path, fake)
 @pytest.mark.parametrize("b_change", ["none", "copy renamed in B", "copy edited in B"])
 def test_emptied_folder_whose_content_is_already_synced_elsewhere_is_unavailable(
         home, fake, b_change):
-    """SPEC §5 Safety: a folder that holds no eligible file while the state records some
-    (what an unmounted drive looks like) is unavailable: exit 1, nothing deleted. A copy
-    of one of its photos that was already synced in another folder was not moved there
+    """README "Safety rules": a folder that holds no eligible file while the state records
+    some (what an unmounted drive looks like) is unavailable: exit 1, nothing deleted. A
+    copy of one of its photos that was already synced in another folder was not moved there
     (not even when it was renamed or its metadata edited there meanwhile), so it does not
     make the emptied folder a move source."""
     dirs = sync_folders(home, fake, {
@@ -417,8 +376,8 @@ def test_emptied_folder_whose_content_is_already_synced_elsewhere_is_unavailable
 
     r = home.run("sync")
     assert r.code == 1, r
-    assert deletes(fake) == [], deletes(fake)
-    assert removes(fake) == [] and uploads(fake) == []
+    assert delete_requests(fake) == [], delete_requests(fake)
+    assert album_removes(fake) == [] and uploads(fake) == []
     assert fake.album_image_ids(album_a) == before_a
     assert fake.album_image_ids(album_b) == before_b
     assert str(folder_a) in r.stdout + r.stderr, "the unavailable folder is named"
@@ -428,10 +387,11 @@ def test_emptied_folder_whose_content_is_already_synced_elsewhere_is_unavailable
 
 @pytest.mark.parametrize("kind", ["album line", "link line"])
 def test_album_line_whose_get_fails_does_not_stop_other_folders(home, fake, kind):
-    """SPEC §2 (a request that failed every try fails its item; only 3 such requests in a
-    row stop the run) and §8: an `ALBUM` (or first `PATH -> ALBUM`) line whose album GET
-    keeps answering 502 fails that line only; the other folder's new file is still
-    uploaded; exit 1, the failing album reported; nothing sent into that album."""
+    """README "Reliability" (a request that failed every try fails its item; only 3 such
+    requests in a row stop the run) and "Exit codes": an `ALBUM` (or first `PATH -> ALBUM`)
+    line whose album GET keeps answering 502 fails that line only; the other folder's new
+    file is still uploaded; exit 1, the failing album reported; nothing sent into that
+    album."""
     other = fake.create_album("alice", title="Other")
     fake.create_image("alice", jpeg(9), name="o.jpg", album=other,
                       datetime=int(fake.now()) - 1000)
@@ -459,8 +419,9 @@ def test_album_line_whose_get_fails_does_not_stop_other_folders(home, fake, kind
 
 
 def test_verify_whose_album_get_fails_does_not_stop_other_folders(home, fake):
-    """SPEC §5 `--verify` and §2/§8: one album's GET failing every try fails that folder
-    only; the other folder's new file is uploaded; exit 1 and the failing folder reported."""
+    """README "Command line" (`--verify`), "Reliability", "Exit codes": one album's GET
+    failing every try fails that folder only; the other folder's new file is uploaded; exit
+    1 and the failing folder reported."""
     dirs = sync_folders(home, fake, {"A": {"a.jpg": jpeg(1)}, "B": {"b.jpg": jpeg(2)}})
     folder_a, album_a = dirs["A"]
     folder_b, album_b = dirs["B"]
@@ -472,7 +433,7 @@ def test_verify_whose_album_get_fails_does_not_stop_other_folders(home, fake):
     assert [u.value("name") for u in uploads(fake)] == ["new.jpg"], uploads(fake)
     assert [u.value("album") for u in uploads(fake)] == [album_b]
     assert album_bytes(fake, album_b) == sorted([jpeg(2), jpeg(3)])
-    assert deletes(fake) == []
+    assert delete_requests(fake) == []
     out = r.stdout + r.stderr
     assert str(folder_a) in out or album_a in out, "the failing folder is reported"
 
@@ -480,12 +441,12 @@ def test_verify_whose_album_get_fails_does_not_stop_other_folders(home, fake):
 # --------------------------------------------------------------------------- 7. no re-reading
 
 def test_downloaded_files_are_not_reread_by_later_no_op_runs(home, fake, tmp_path):
-    """SPEC §5: a file is re-hashed only when its size, mtime_ns or inode differ from the
-    state or its mtime lies within 2 s of the previous scan; a run whose plan is empty
-    makes no request and rewrites state.json only if stat data changed. So after an ALBUM
-    line was downloaded, the next no-op runs make no request, do not rewrite state.json
-    and do not open the downloaded files (watched with an audit hook); a downloaded
-    file's mtime is not later than the run that downloaded it."""
+    """README "Changes and what they do on Imgur": a file is re-hashed only when its size,
+    mtime_ns or inode differ from the state or its mtime lies within 2 s of the previous
+    scan; a run whose plan is empty makes no request and rewrites state.json only if stat
+    data changed. So after an ALBUM line was downloaded, the next no-op runs make no
+    request, do not rewrite state.json and do not open the downloaded files (watched with an
+    audit hook); a downloaded file's mtime is not later than the run that downloaded it."""
     album_id = fake.create_album("alice", title="Dl")
     for n in range(3):
         fake.create_image("alice", jpeg(n), name=f"{n}.jpg", album=album_id,
@@ -528,9 +489,10 @@ def test_downloaded_files_are_not_reread_by_later_no_op_runs(home, fake, tmp_pat
 # --------------------------------------------------------------------------- 8. no credentials
 
 def test_missing_credentials_exit_5_leaves_state_json_alone(home, fake):
-    """SPEC §8: exit 5 for missing credentials is decided before anything changes: a run
-    whose plan needs requests but has no credentials.json exits 5, sends nothing and leaves
-    state.json (and albums.txt) byte-identical, even when stat data changed."""
+    """README "Exit codes": exit 5 for missing credentials is decided before anything
+    changes: a run whose plan needs requests but has no credentials.json exits 5, sends
+    nothing and leaves state.json (and albums.txt) byte-identical, even when stat data
+    changed."""
     dirs = sync_folders(home, fake, {"F": {"a.jpg": jpeg(1)}})
     folder, album_id = dirs["F"]
     (home.path / "credentials.json").unlink()
@@ -552,10 +514,10 @@ def test_missing_credentials_exit_5_leaves_state_json_alone(home, fake):
 # --------------------------------------------------------------------------- 9. cp1252 console
 
 def test_non_latin_folder_with_a_cp1252_console(home, fake):
-    """SPEC §7 (actions such as `+ upload` go to stdout; `status` exits 0 unless albums.txt
-    or state.json cannot be read): with PYTHONIOENCODING=cp1252 (a Windows console or
-    redirect) and a folder named 日本, nothing crashes: `status` exits 0, `sync` prints its
-    `+ upload` line in some escaped form and exits 0."""
+    """README "Command line" (actions such as `+ upload` go to stdout; `status` exits 0
+    unless albums.txt or state.json cannot be read): with PYTHONIOENCODING=cp1252 (a Windows
+    console or redirect) and a folder named 日本, nothing crashes: `status` exits 0, `sync`
+    prints its `+ upload` line in some escaped form and exits 0."""
     env = {"PYTHONIOENCODING": "cp1252"}
     folder = home.folder("\u65e5\u672c", {"a.jpg": jpeg(1)})
     home.write_credentials()
@@ -586,16 +548,16 @@ def test_non_latin_folder_with_a_cp1252_console(home, fake):
     assert r.code == 1, r
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
     assert r.stderr.strip(), "the unavailable folder is reported on stderr"
-    assert deletes(fake) == []
+    assert delete_requests(fake) == []
 
 
 # --------------------------------------------------------------------------- 10. --verify, album gone
 
 def test_verify_on_a_deleted_album_makes_the_folder_unavailable_and_leaves_no_pending(home, fake):
-    """SPEC §5: an album that answers 404 makes its folder unavailable (exit 1), with a
-    message to remove the `-> URL` part; nothing is uploaded (not even a new file) or
-    deleted for it. SPEC §6: no pending record is left behind, so the next run without
-    --verify sends no GET for a pending check."""
+    """README "Safety rules": an album that answers 404 makes its folder unavailable (exit
+    1), with a message to remove the `-> URL` part; nothing is uploaded (not even a new
+    file) or deleted for it. README "Reliability": no pending record is left behind, so the
+    next run without --verify sends no GET for a pending check."""
     dirs = sync_folders(home, fake, {"V": {"a.jpg": jpeg(1), "b.jpg": jpeg(2)}})
     folder, album_id = dirs["V"]
     fake.delete_album(album_id)
@@ -606,7 +568,7 @@ def test_verify_on_a_deleted_album_makes_the_folder_unavailable_and_leaves_no_pe
     out = r.stdout + r.stderr
     assert "->" in out and "remove" in out.lower(), out
     assert uploads(fake) == [], [u.value("name") for u in uploads(fake)]
-    assert deletes(fake) == [] and album_creations(fake) == []
+    assert delete_requests(fake) == [] and album_creations(fake) == []
     assert writes(fake) == [], writes(fake)
     assert photos_in(folder) == {"a.jpg": jpeg(1), "b.jpg": jpeg(2), "c.jpg": jpeg(3)}
     assert home.state().get("pending", []) == [], home.state().get("pending")
@@ -614,14 +576,15 @@ def test_verify_on_a_deleted_album_makes_the_folder_unavailable_and_leaves_no_pe
     fake.reset_requests()
     home.run("sync")
     assert "GET /3/album/{id}/images" not in routes(fake), routes(fake)
-    assert deletes(fake) == []
+    assert delete_requests(fake) == []
 
 
 # --------------------------------------------------------------------------- 11. dry run, 429
 
 def test_dry_run_stopped_by_the_rate_limit_exits_4(home, fake):
-    """SPEC §7/§8: `--dry-run` exits 0 once the plan is printed, or with the usual codes;
-    a GET it needs answered 429 stops it with exit 4, not 0. It writes nothing."""
+    """README "Command line", "Exit codes": `--dry-run` exits 0 once the plan is printed, or
+    with the usual codes; a GET it needs answered 429 stops it with exit 4, not 0. It writes
+    nothing."""
     album_id = fake.create_album("alice", title="X")
     fake.create_image("alice", jpeg(1), name="a.jpg", album=album_id,
                       datetime=int(fake.now()) - 1000)
@@ -638,8 +601,8 @@ def test_dry_run_stopped_by_the_rate_limit_exits_4(home, fake):
 
 
 def test_dry_run_verify_stopped_by_the_rate_limit_exits_4(home, fake):
-    """SPEC §7/§8: `sync --dry-run --verify` whose album GET is answered 429 exits 4 and
-    leaves state.json alone."""
+    """README "Command line", "Exit codes": `sync --dry-run --verify` whose album GET is
+    answered 429 exits 4 and leaves state.json alone."""
     dirs = sync_folders(home, fake, {"V": {"a.jpg": jpeg(1)}})
     folder, album_id = dirs["V"]
     state_before = file_identity(home.path / "state.json")
@@ -655,10 +618,10 @@ def test_dry_run_verify_stopped_by_the_rate_limit_exits_4(home, fake):
 
 @pytest.mark.parametrize("jobs", [[], ["--jobs", "1"]])
 def test_403_not_about_the_token_refreshes_at_most_once_per_run(home, fake, jobs):
-    """SPEC §2: an expired token (401, or a 403 that is not "over capacity") is refreshed
-    once; a request still refused after a good refresh fails that item (exit 1). However
-    many items hit a 403 that a new token does not cure (uploads into an album that was
-    deleted on Imgur), the run sends at most one /oauth2/token request."""
+    """README "Reliability": an expired token (401, or a 403 that is not "over capacity") is
+    refreshed once; a request still refused after a good refresh fails that item (exit 1).
+    However many items hit a 403 that a new token does not cure (uploads into an album that
+    was deleted on Imgur), the run sends at most one /oauth2/token request."""
     dirs = sync_folders(home, fake, {"F": {"a.jpg": jpeg(1)}})
     folder, album_id = dirs["F"]
     fake.delete_album(album_id)
@@ -669,14 +632,15 @@ def test_403_not_about_the_token_refreshes_at_most_once_per_run(home, fake, jobs
     assert r.code == 1, r
     assert len(token_requests(fake)) <= 1, (
         f"{len(token_requests(fake))} token requests for {len(uploads(fake))} uploads")
-    assert deletes(fake) == []
+    assert delete_requests(fake) == []
 
 
 @pytest.mark.parametrize("jobs", [[], ["--jobs", "1"]])
 def test_403_on_every_upload_refreshes_at_most_once_per_run(home, fake, jobs):
-    """SPEC §2: a 403 "invalid token" answer on every upload (fault token_expired,
-    count=None) triggers one refresh; each upload still refused fails its item (exit 1),
-    and no further /oauth2/token request is sent however many items hit it."""
+    """README "Reliability": a 403 "invalid token" answer on every upload (fault
+    token_expired, count=None) triggers one refresh; each upload still refused fails its
+    item (exit 1), and no further /oauth2/token request is sent however many items hit
+    it."""
     dirs = sync_folders(home, fake, {"F": {"a.jpg": jpeg(1)}})
     folder, album_id = dirs["F"]
     for n in range(2, 12):                           # more items than --jobs
@@ -696,10 +660,10 @@ def test_403_on_every_upload_refreshes_at_most_once_per_run(home, fake, jobs):
 @pytest.mark.parametrize("local_form, remote_form", [("NFD", "NFC"), ("NFC", "NFD")])
 def test_decomposed_local_name_adopts_the_composed_remote_name(home, fake, local_form,
                                                                remote_form):
-    """SPEC §5 "Existing albums": on a first `PATH -> ALBUM` link, images whose name
-    matches a local file are adopted without transfer. A name written decomposed (NFD, as
-    macOS file systems give it) matches the same name composed (NFC) on Imgur: no
-    download, no upload, and the next run makes no request."""
+    """README "Existing albums": on a first `PATH -> ALBUM` link, images whose name matches
+    a local file are adopted without transfer. A name written decomposed (NFD, as macOS file
+    systems give it) matches the same name composed (NFC) on Imgur: no download, no upload,
+    and the next run makes no request."""
     local = unicodedata.normalize(local_form, "caf\u00e9.jpg")
     remote = unicodedata.normalize(remote_form, "caf\u00e9.jpg")
     assert "cafe\u0301.jpg" in (local, remote) and local != remote
@@ -714,19 +678,20 @@ def test_decomposed_local_name_adopts_the_composed_remote_name(home, fake, local
     assert r.code == 0, r
     assert uploads(fake) == [], [u.value("name") for u in uploads(fake)]
     assert link_fetches(fake) == [], "the image was downloaded"
-    assert deletes(fake) == []
+    assert delete_requests(fake) == []
     assert sorted(os.listdir(folder)) == [local], sorted(os.listdir(folder))
-    assert list(state_files(home, album_id).values()) == [image_id]
+    assert list(state_files(home.state(), album_id).values()) == [image_id]
     assert fake.album_image_ids(album_id) == [image_id]
     assert_no_request_on_next_run(home, fake)
 
 
 def test_uploads_refused_with_a_definite_403_leave_no_pending_check(home, fake):
-    """SPEC §2: a request answered with a definite refusal (401/403) was not performed;
-    only an upload whose outcome is unknown goes through the pending check of §6 before
-    it is sent again. So after uploads refused 403 (fault token_expired on every upload,
-    one refresh), no pending record is left: the next run, with Imgur answering again,
-    uploads the files without any GET /3/album/{id}/images pending check."""
+    """README "Reliability": a request answered with a definite refusal (401/403) was not
+    performed; only an upload whose outcome is unknown goes through the pending check
+    ("Reliability") before it is sent again. So after uploads refused 403 (fault
+    token_expired on every upload, one refresh), no pending record is left: the next run,
+    with Imgur answering again, uploads the files without any GET /3/album/{id}/images
+    pending check."""
     dirs = sync_folders(home, fake, {"F": {"a.jpg": jpeg(1)}})
     folder, album_id = dirs["F"]
     for n in range(2, 6):

@@ -1,4 +1,5 @@
-"""End-to-end tests of issue 4 / SPEC §3 and §5 "Existing albums", "Safety", `--verify`.
+"""End-to-end tests of issue 4 / README "albums.txt", "Existing albums", "Safety rules",
+`--verify`.
 
 Albums are made directly on the fake (``fake.create_image`` / ``fake.create_album``);
 imgurbox.py runs as a subprocess (fixture ``home``) and the tests check the exit code, the
@@ -8,42 +9,16 @@ files on disk, albums.txt, what the fake holds and which requests it received.
 from __future__ import annotations
 
 import os
-import re
 from collections import Counter
 
 import pytest
 
 from imagefiles import jpeg, png
-from mirror_check import IMAGE_SUFFIXES, LINK, uploads, routes
-
-ID = r"[A-Za-z0-9]+"
+from mirror_check import (LINK, album_adds, album_creations, album_names, delete_requests,
+                          link_fetches, photos_in, routes, state_files, uploads)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def deletes(fake):
-    return [r for r in fake.api_requests() if r.method == "DELETE"]
-
-
-def album_creations(fake):
-    return [r for r in fake.api_requests() if r.method == "POST" and r.path.rstrip("/") == "/3/album"]
-
-
-def album_adds(fake):
-    return [r for r in fake.api_requests()
-            if r.method == "POST" and re.fullmatch(rf"/3/album/{ID}/add/?", r.path)]
-
-
-def link_fetches(fake):
-    """Requests for image links (not API calls)."""
-    return [r for r in fake.requests if r.path.startswith("/i/")]
-
-
-def photos_in(folder) -> dict:
-    """Eligible, non-hidden files at the top of a folder: name -> bytes."""
-    return {p.name: p.read_bytes() for p in folder.iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES}
 
 
 def every_file(root) -> set:
@@ -61,16 +36,6 @@ def album_line(home) -> tuple[str, str]:
     m = LINK.search(line)
     assert m, f"albums.txt line not linked: {line!r}"
     return line[:m.start()].strip(), m.group(1)
-
-
-def state_files(home, album_id) -> dict:
-    """name -> image ID recorded in state.json for an album."""
-    album = home.state()["albums"][album_id]
-    return {row[0]: row[1] for row in album["files"]}
-
-
-def album_names(fake, album_id) -> list:
-    return sorted(fake.images[i].name for i in fake.album_image_ids(album_id))
 
 
 def make_album(fake, images: dict, title="Summer Trip", owner="alice") -> tuple[str, dict]:
@@ -125,9 +90,9 @@ def test_album_line_downloads_into_folder_named_after_title(home, fake, form):
     folder = home.path / "Summer Trip"
     assert folder.is_dir()
     assert photos_in(folder) == images
-    assert uploads(fake) == [] and deletes(fake) == [] and album_creations(fake) == []
+    assert uploads(fake) == [] and delete_requests(fake) == [] and album_creations(fake) == []
     assert home.albums_bytes() == f"Summer Trip -> https://imgur.com/a/{album_id}\n".encode()
-    assert state_files(home, album_id) == ids
+    assert state_files(home.state(), album_id) == ids
     assert fake.album_image_ids(album_id) == list(ids.values())
     assert_no_request_on_second_run(home, fake)
     assert photos_in(folder) == images
@@ -163,7 +128,8 @@ def test_existing_title_folder_gets_title_and_id(home, fake):
 
 @pytest.mark.parametrize("title", ["run-counter", "Log.txt", "state.json.bak", "albums.txt"])
 def test_album_titled_like_a_home_file_gets_title_and_id(home, fake, title):
-    """A folder named like imgurbox's own files (SPEC §1) would be taken for one of them."""
+    """A folder named like imgurbox's own files (README "Files in the home") would be taken
+    for one of them."""
     album_id, _ = make_album(fake, {"a.jpg": jpeg(1)}, title=title)
     home.write_credentials()
     home.write_albums(f"{album_id}\n")
@@ -240,10 +206,10 @@ def test_first_link_adopts_downloads_and_uploads_and_deletes_nothing(home, fake)
     assert photos_in(folder) == {**local, "remote.jpg": jpeg(2)}
     assert [u.value("name") for u in uploads(fake)] == ["local.jpg"]
     assert [u.value("album") for u in uploads(fake)] == [album_id]
-    assert deletes(fake) == [] and album_creations(fake) == []
+    assert delete_requests(fake) == [] and album_creations(fake) == []
     assert [f.path for f in link_fetches(fake)] == [f"/i/{ids['remote.jpg']}.jpg"]
     assert album_names(fake, album_id) == ["local.jpg", "remote.jpg", "same.jpg"]
-    recorded = state_files(home, album_id)
+    recorded = state_files(home.state(), album_id)
     assert recorded["same.jpg"] == ids["same.jpg"]
     assert recorded["remote.jpg"] == ids["remote.jpg"]
     assert set(recorded) == {"same.jpg", "remote.jpg", "local.jpg"}
@@ -273,7 +239,7 @@ def test_link_to_a_missing_path_creates_it(home, fake):
     r = home.run("sync")
     assert r.code == 0, r
     assert photos_in(folder) == {"a.jpg": jpeg(1), "b.jpg": jpeg(2)}
-    assert uploads(fake) == [] and deletes(fake) == []
+    assert uploads(fake) == [] and delete_requests(fake) == []
     assert_no_request_on_second_run(home, fake)
 
 
@@ -300,7 +266,7 @@ def test_link_then_local_deletion_is_synced(home, fake):
     fake.reset_requests()
     r = home.run("sync")
     assert r.code == 0, r
-    assert [d.path for d in deletes(fake)] == [f"/3/image/{ids['a.jpg']}"]
+    assert [d.path for d in delete_requests(fake)] == [f"/3/image/{ids['a.jpg']}"]
     assert uploads(fake) == []
 
 
@@ -408,7 +374,7 @@ def test_download_cut_off_every_time_leaves_no_file_and_a_later_run_completes_it
     assert photos_in(folder) == {"a.jpg": jpeg(1), "b.jpg": jpeg(2)}
     assert sorted(os.listdir(folder)) == ["a.jpg", "b.jpg"]
     assert uploads(fake) == []
-    assert set(state_files(home, album_id)) == {"a.jpg", "b.jpg"}
+    assert set(state_files(home.state(), album_id)) == {"a.jpg", "b.jpg"}
     # The retry lists the album once and fetches only the missing image.
     assert routes(fake) == Counter({"GET /3/album/{id}/images": 1}), routes(fake)
     assert [f.path for f in link_fetches(fake)] == [f"/i/{ids['b.jpg']}.jpg"]
@@ -508,7 +474,7 @@ def test_removed_placeholder_is_never_saved_as_a_photo(home, fake):
 def test_verify_reuploads_an_image_deleted_on_imgur(home, fake):
     folder, album_id = sync_folder(home, fake, "V", {"a.jpg": jpeg(1), "b.jpg": jpeg(2),
                                                      "c.jpg": jpeg(3)})
-    old = state_files(home, album_id)["b.jpg"]
+    old = state_files(home.state(), album_id)["b.jpg"]
     fake.delete_image(old)
     r = home.run("sync")
     assert r.code == 0, r
@@ -519,7 +485,7 @@ def test_verify_reuploads_an_image_deleted_on_imgur(home, fake):
     assert [u.value("album") for u in uploads(fake)] == [album_id]
     assert routes(fake)["GET /3/album/{id}/images"] == 1
     assert album_names(fake, album_id) == ["a.jpg", "b.jpg", "c.jpg"]
-    new = state_files(home, album_id)["b.jpg"]
+    new = state_files(home.state(), album_id)["b.jpg"]
     assert new != old and new in fake.album_image_ids(album_id)
     assert photos_in(folder) == {"a.jpg": jpeg(1), "b.jpg": jpeg(2), "c.jpg": jpeg(3)}
     assert_no_request_on_second_run(home, fake)
@@ -528,16 +494,16 @@ def test_verify_reuploads_an_image_deleted_on_imgur(home, fake):
 def test_verify_readds_an_image_removed_from_the_album_only(home, fake):
     folder, album_id = sync_folder(home, fake, "V", {"a.jpg": jpeg(1), "b.jpg": jpeg(2),
                                                      "c.jpg": jpeg(3)})
-    image_id = state_files(home, album_id)["c.jpg"]
+    image_id = state_files(home.state(), album_id)["c.jpg"]
     fake.albums[album_id].image_ids.remove(image_id)
     r = home.run("sync")
     assert r.code == 0 and fake.requests == []
     r = home.run("sync", "--verify")
     assert r.code == 0, r
-    assert uploads(fake) == [] and deletes(fake) == []
+    assert uploads(fake) == [] and delete_requests(fake) == []
     assert len(album_adds(fake)) == 1
     assert image_id in fake.album_image_ids(album_id)
-    assert state_files(home, album_id)["c.jpg"] == image_id
+    assert state_files(home.state(), album_id)["c.jpg"] == image_id
     assert_no_request_on_second_run(home, fake)
 
 
@@ -549,8 +515,8 @@ def test_verify_downloads_an_image_added_on_imgur(home, fake):
     r = home.run("sync", "--verify")
     assert r.code == 0, r
     assert photos_in(folder) == {"a.jpg": jpeg(1), "phone.jpg": jpeg(77)}
-    assert uploads(fake) == [] and deletes(fake) == []
-    assert state_files(home, album_id)["phone.jpg"] == phone
+    assert uploads(fake) == [] and delete_requests(fake) == []
+    assert state_files(home.state(), album_id)["phone.jpg"] == phone
     assert fake.album_image_ids(album_id).count(phone) == 1
     assert_no_request_on_second_run(home, fake)
     fake.reset_requests()
@@ -573,7 +539,7 @@ def test_verify_on_an_album_deleted_on_imgur_uploads_nothing(home, fake):
     r = home.run("sync", "--verify")
     assert r.code == 1, r
     assert "->" in r.stdout + r.stderr and "remove" in (r.stdout + r.stderr).lower()
-    assert uploads(fake) == [] and deletes(fake) == [] and album_creations(fake) == []
+    assert uploads(fake) == [] and delete_requests(fake) == [] and album_creations(fake) == []
     assert photos_in(folder) == {"a.jpg": jpeg(1), "b.jpg": jpeg(2)}
 
 
@@ -586,15 +552,15 @@ def _ten():
 def test_renamed_folder_with_its_line_updated_keeps_its_album(home, fake):
     files = _ten()
     folder, album_id = sync_folder(home, fake, "Old name", files)
-    ids = state_files(home, album_id)
+    ids = state_files(home.state(), album_id)
     new = folder.with_name("New name")
     folder.rename(new)
     home.write_albums(f"{new} -> https://imgur.com/a/{album_id}\n")
     r = home.run("sync")
     assert r.code == 0, r
-    assert uploads(fake) == [] and deletes(fake) == [] and album_creations(fake) == []
+    assert uploads(fake) == [] and delete_requests(fake) == [] and album_creations(fake) == []
     assert fake.albums[album_id].title == "New name"
-    assert state_files(home, album_id) == ids
+    assert state_files(home.state(), album_id) == ids
     assert home.state()["albums"][album_id]["folder"] == str(new)
     assert home.albums_bytes() == f"{new} -> https://imgur.com/a/{album_id}\n".encode()
     assert_no_request_on_second_run(home, fake)
@@ -603,15 +569,15 @@ def test_renamed_folder_with_its_line_updated_keeps_its_album(home, fake):
 def test_renamed_folder_on_a_bare_line_takes_over_the_album(home, fake):
     files = _ten()
     folder, album_id = sync_folder(home, fake, "Old name", files)
-    ids = state_files(home, album_id)
+    ids = state_files(home.state(), album_id)
     new = folder.with_name("New name")
     folder.rename(new)
     home.write_albums(f"{new}\n")
     r = home.run("sync")
     assert r.code == 0, r
-    assert uploads(fake) == [] and deletes(fake) == [] and album_creations(fake) == []
+    assert uploads(fake) == [] and delete_requests(fake) == [] and album_creations(fake) == []
     assert fake.albums[album_id].title == "New name"
-    assert state_files(home, album_id) == ids
+    assert state_files(home.state(), album_id) == ids
     assert home.albums_bytes() == f"{new} -> https://imgur.com/a/{album_id}\n".encode()
     assert_no_request_on_second_run(home, fake)
 
@@ -619,7 +585,7 @@ def test_renamed_folder_on_a_bare_line_takes_over_the_album(home, fake):
 def test_folder_moved_under_the_same_name_keeps_its_album_with_zero_requests(home, fake):
     files = _ten()
     folder, album_id = sync_folder(home, fake, "Photos", files)
-    ids = state_files(home, album_id)
+    ids = state_files(home.state(), album_id)
     new = home.photos / "drive2" / "Photos"
     new.parent.mkdir()
     folder.rename(new)
@@ -628,13 +594,13 @@ def test_folder_moved_under_the_same_name_keeps_its_album_with_zero_requests(hom
     assert r.code == 0, r
     assert fake.requests == []
     assert home.state()["albums"][album_id]["folder"] == str(new)
-    assert state_files(home, album_id) == ids
+    assert state_files(home.state(), album_id) == ids
     # A new folder at the old place is a new album; the moved one loses nothing.
     home.folder("Photos", {"other.jpg": jpeg(500)})
     home.write_albums(f"{new} -> https://imgur.com/a/{album_id}\n{folder}\n")
     r = home.run("sync")
     assert r.code == 0, r
-    assert deletes(fake) == [] and len(album_creations(fake)) == 1
+    assert delete_requests(fake) == [] and len(album_creations(fake)) == 1
     assert [u.value("name") for u in uploads(fake)] == ["other.jpg"]
     assert len(fake.album_image_ids(album_id)) == 10
 
@@ -642,7 +608,7 @@ def test_folder_moved_under_the_same_name_keeps_its_album_with_zero_requests(hom
 def test_takeover_at_ninety_percent(home, fake):
     files = _ten()
     folder, album_id = sync_folder(home, fake, "Old name", files)
-    gone_id = state_files(home, album_id)["p09.jpg"]
+    gone_id = state_files(home.state(), album_id)["p09.jpg"]
     new = folder.with_name("New name")
     folder.rename(new)
     (new / "p09.jpg").unlink()
@@ -650,7 +616,7 @@ def test_takeover_at_ninety_percent(home, fake):
     r = home.run("sync")
     assert r.code == 0, r
     assert uploads(fake) == [] and album_creations(fake) == []
-    assert [d.path for d in deletes(fake)] == [f"/3/image/{gone_id}"]
+    assert [d.path for d in delete_requests(fake)] == [f"/3/image/{gone_id}"]
     assert home.albums_bytes() == f"{new} -> https://imgur.com/a/{album_id}\n".encode()
     assert fake.albums[album_id].title == "New name"
 
@@ -666,7 +632,7 @@ def test_below_ninety_percent_is_a_new_album(home, fake):
     r = home.run("sync")
     assert r.code == 0, r
     assert len(album_creations(fake)) == 1
-    assert deletes(fake) == []
+    assert delete_requests(fake) == []
     _, new_album = album_line(home)
     assert new_album != album_id
     assert len(fake.album_image_ids(album_id)) == 10, "the old album is left alone"
@@ -685,7 +651,7 @@ def test_another_accounts_album_is_download_only(home, fake):
     assert r.code == 0, r
     out = r.stdout + r.stderr
     assert out.lower().count("download-only") == 1, out
-    assert uploads(fake) == [] and deletes(fake) == [] and album_adds(fake) == []
+    assert uploads(fake) == [] and delete_requests(fake) == [] and album_adds(fake) == []
     got = photos_in(folder)
     assert got.pop("mine.jpg") == jpeg(3)
     assert sorted(got.values()) == [jpeg(1), jpeg(2)]

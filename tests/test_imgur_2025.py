@@ -9,13 +9,9 @@ import os
 import pytest
 
 from imagefiles import jpeg, png
-from mirror_check import assert_mirror, kind, load_state, uploads
-from test_reliability import files, first_sync, new_folder, token_requests
-
-
-def album_writes(fake) -> list:
-    return [q for q in fake.api_requests()
-            if q.path.startswith("/3/album") and q.method in ("POST", "PUT", "DELETE")]
+from mirror_check import (album_writes, assert_mirror, kind, load_state, token_requests,
+                          uploads)
+from test_reliability import files, first_sync, new_folder
 
 
 def test_album_writes_go_as_multipart_with_one_ids_part_per_id(home, fake):

@@ -21,7 +21,7 @@ import threading
 import pytest
 
 from mirror_check import assert_mirror, kind, load_state, uploads
-from test_reliability import files, new_folder, start_sync
+from test_reliability import files, new_folder
 
 HELD = "held.png"                # the upload the fake holds at "body received"
 
@@ -71,7 +71,7 @@ def test_signal_after_the_body_is_sent_waits_for_the_answer_and_records_it(
 
     hold = HoldUpload(at_hold)
     fake.on_request = hold
-    proc = start_sync(home, "--jobs", "1")
+    proc = home.start("sync", "--jobs", "1")
     out, err = proc.communicate(timeout=60)
     fake.on_request = None
     err = err.decode(errors="replace")
@@ -100,7 +100,7 @@ def _stop_then_rerun(home, fake, stop):
     proc = None
     hold = HoldUpload(lambda: stop(proc))
     fake.on_request = hold
-    proc = start_sync(home, "--jobs", "1")
+    proc = home.start("sync", "--jobs", "1")
     out, err = proc.communicate(timeout=60)
     err = err.decode(errors="replace")
     assert "Traceback" not in err, err
@@ -158,7 +158,7 @@ def test_a_pending_upload_older_than_the_settle_time_is_sent_without_waiting(hom
         return None
 
     fake.on_request = hook
-    proc = start_sync(home, "--jobs", "1")
+    proc = home.start("sync", "--jobs", "1")
     proc.communicate(timeout=60)
     fake.on_request = None
     fake.wait_idle()

@@ -1,6 +1,7 @@
-"""Kill-point suite (issue 5, SPEC §6): SIGKILL imgurbox at every API request of a run,
-before the fake acts and after it acted but before it answers, then run again without
-faults: every file must be in its album exactly once, no orphan image, state.json valid.
+"""Kill-point suite (issue 5, README "Reliability"): SIGKILL imgurbox at every API request
+of a run, before the fake acts and after it acted but before it answers, then run again
+without faults: every file must be in its album exactly once, no orphan image, state.json
+valid.
 
 Each kill point is its own test id, ``<scenario>[NN-<request>-<phase>]``: the number of
 kill points survived is the number of passing tests in this file (README, reliability).
@@ -13,13 +14,10 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 
 import pytest
 
-from conftest import IMGURBOX
 from imagefiles import gif, png
 from mirror_check import assert_mirror, kind, load_state
 
@@ -74,10 +72,7 @@ def run_killed(home, fake, index, phase, *args, timeout=60):
     killer = Killer(index, phase)
     fake.on_request = killer
     try:
-        proc = subprocess.Popen(
-            [sys.executable, str(IMGURBOX), "--home", str(home.path), "sync", *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=home.env())
+        proc = home.start("sync", *args)
         killer.pid = proc.pid
         killer.started.set()
         out, err = proc.communicate(timeout=timeout)

@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 from imagefiles import gif, jpeg, png, seed_bytes
+from mirror_check import all_state_files, credit_kind, credit_kinds, uploads
 
-IMGURBOX = Path(__file__).resolve().parent.parent / "imgurbox.py"
-ID = r"[A-Za-z0-9]+"
 ALBUM_URL = re.compile(r"-> https://imgur\.com/a/([A-Za-z0-9]+)")
 DAY_AGO_NS = time.time_ns() - 86_400 * 10**9
 
@@ -29,36 +25,10 @@ UPLOAD_CREDITS, CALL_CREDITS = 10, 1
 
 # --------------------------------------------------------------------------- helpers
 
-def kind(req) -> str:
-    """What an API request is, in the words of the issue's credit table."""
-    path = req.path
-    if req.method == "POST" and path in ("/3/image", "/3/upload"):
-        return "upload"
-    if req.method == "DELETE" and re.fullmatch(rf"/3/image/{ID}", path):
-        return "delete"
-    if req.method == "POST" and path == "/3/album":
-        return "album creation"
-    if req.method == "GET" and re.fullmatch(rf"/3/album/{ID}", path):
-        return "album read-back"
-    if req.method in ("POST", "PUT") and re.fullmatch(rf"/3/album/{ID}/add", path):
-        return "album add"
-    if re.fullmatch(rf"/3/album/{ID}/remove_images", path):
-        return "album remove"
-    return f"{req.method} {path}"
-
-
-def kinds(fake) -> Counter:
-    """Requests per kind, token refreshes (which cost no credit) left out."""
-    return Counter(kind(r) for r in fake.api_requests() if not r.path.startswith("/oauth2/"))
-
-
-def uploads(fake) -> list:
-    return [r for r in fake.api_requests() if kind(r) == "upload"]
-
-
 def backdate(*paths) -> None:
-    """Give files an mtime a day old: far from any scan, so that the "modified within
-    2 s of the last scan" rule (SPEC §5) does not make a quick second run re-hash them."""
+    """Give files an mtime a day old: far from any scan, so that the "modified within 2 s of
+    the last scan" rule (README "Changes and what they do on Imgur") does not make a quick
+    second run re-hash them."""
     for path in paths:
         os.utime(path, ns=(DAY_AGO_NS, DAY_AGO_NS))
 
@@ -77,12 +47,6 @@ def album_ids(home) -> dict:
         if m:
             out[line[:m.start()].strip()] = m.group(1)
     return out
-
-
-def state_files(home) -> dict:
-    """(album ID, file name) -> image ID, from state.json (rows: name first, image ID next)."""
-    return {(album_id, row[0]): row[1]
-            for album_id, album in home.state()["albums"].items() for row in album["files"]}
 
 
 def stat_key(path):
@@ -121,7 +85,7 @@ def test_mixed_change_set_costs_the_api_minimum(home, fake):
     assert home.run("sync").code == 0
     ids = album_ids(home)
     album_a, album_b = ids[str(a)], ids[str(b)]
-    before = state_files(home)
+    before = all_state_files(home.state())
     fake.reset_requests()
     credits_before = fake.credits_used
 
@@ -141,7 +105,7 @@ def test_mixed_change_set_costs_the_api_minimum(home, fake):
 
     r = home.run("sync")
     assert r.code == 0, r
-    counted = kinds(fake)
+    counted = credit_kinds(fake)
     assert counted == Counter({
         "upload": 4,            # new1, new2, c1, and orient.jpg's new version
         "delete": 2,            # a1, and orient.jpg's old version
@@ -155,9 +119,9 @@ def test_mixed_change_set_costs_the_api_minimum(home, fake):
     assert expected_credits == 46
     assert fake.credits_used - credits_before == expected_credits
 
-    (add,) = [q for q in fake.api_requests() if kind(q) == "album add"]
+    (add,) = [q for q in fake.api_requests() if credit_kind(q) == "album add"]
     assert add.path == f"/3/album/{album_b}/add"
-    after = state_files(home)
+    after = all_state_files(home.state())
     # The moved images and the renamed one keep their IDs; metadata-only edits keep theirs.
     for name in ("a2.jpg", "a3.jpg", "a4.jpg"):
         assert after[(album_b, name)] == before[(album_a, name)]
@@ -218,7 +182,7 @@ def test_noop_run_sends_nothing_rewrites_nothing_and_hashes_nothing(home, fake):
     assert (state_path.read_bytes(), stat_key(state_path)) == saved
     # ... and --rehash, which reads everything, does see it (so the check above can fail).
     r = home.run("sync", "--rehash")
-    assert kinds(fake)["upload"] == 1, (r, kinds(fake))
+    assert credit_kinds(fake)["upload"] == 1, (r, credit_kinds(fake))
 
 
 def test_noop_run_does_not_import_the_http_stack(home, fake):
@@ -227,12 +191,10 @@ def test_noop_run_does_not_import_the_http_stack(home, fake):
     home.write_albums(f"{folder}\n")
     assert home.run("sync").code == 0
     fake.reset_requests()
-    completed = subprocess.run(
-        [sys.executable, "-X", "importtime", str(IMGURBOX), "--home", str(home.path)],
-        stdin=subprocess.DEVNULL, capture_output=True, env=home.env(), timeout=60)
-    assert completed.returncode == 0, completed
+    completed = home.run(python_args=["-X", "importtime"], timeout=60)
+    assert completed.code == 0, completed
     imported = {line.rsplit("|", 1)[1].strip() for line in
-                completed.stderr.decode("utf-8", "replace").splitlines()
+                completed.stderr.splitlines()
                 if line.startswith("import time:") and line.count("|") == 2}
     assert "json" in imported, "no -X importtime output"
     heavy = sorted(m for m in imported if m.split(".")[0] in HEAVY_MODULES)
@@ -241,11 +203,9 @@ def test_noop_run_does_not_import_the_http_stack(home, fake):
 
     # The same run with work to do does import them (the check above is not vacuous).
     (folder / "b.jpg").write_bytes(jpeg(2))
-    completed = subprocess.run(
-        [sys.executable, "-X", "importtime", str(IMGURBOX), "--home", str(home.path)],
-        stdin=subprocess.DEVNULL, capture_output=True, env=home.env(), timeout=60)
-    assert completed.returncode == 0, completed
-    assert re.search(rb"\|\s+requests$", completed.stderr, re.MULTILINE)
+    completed = home.run(python_args=["-X", "importtime"], timeout=60)
+    assert completed.code == 0, completed
+    assert re.search(r"\|\s+requests$", completed.stderr, re.MULTILINE)
 
 
 def test_noop_over_a_library_of_5000_files_stays_zero_request(home, fake):
@@ -263,8 +223,8 @@ def test_noop_over_a_library_of_5000_files_stays_zero_request(home, fake):
     home.write_albums("".join(lines))
     r = home.run("sync", timeout=300)
     assert r.code == 0, r
-    assert kinds(fake)["upload"] == 0
-    assert len(state_files(home)) == 5000
+    assert credit_kinds(fake)["upload"] == 0
+    assert len(all_state_files(home.state())) == 5000
     state_path = home.path / "state.json"
     saved = (state_path.read_bytes(), stat_key(state_path))
     fake.reset_requests()

@@ -1,16 +1,14 @@
 """Table tests of the planner: albums.txt lines + state + scans -> actions.
 
-No filesystem and no network: the planner is a pure function (SPEC §5), so each case
-builds the state and the scans in memory and compares a compact rendering of the plan.
+No filesystem and no network: the planner is a pure function (README "Development"), so each
+case builds the state and the scans in memory and compares a compact rendering of the plan.
 """
-
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import imgurbox as ib  # noqa: E402  (the script, imported as a module)
+from conftest import import_imgurbox
+
+ib = import_imgurbox()
 
 
 def make_state(albums: dict) -> "ib.StateStore":
@@ -267,7 +265,7 @@ def test_stat_only_change_is_no_action():
     targets = ib.settle_targets([path_line(1, A)], state, {A: scan}, key_of=lambda p: p)
     result = ib.plan_sync(targets, {A: scan}, state, {}, ib.PlanOptions())
     assert result.actions == [] and [f.name for _, f in result.stat_updates] == ["x.jpg"]
-    assert result.is_empty()
+    assert not result.needs_remote          # nothing to do and nothing to look up
 
 
 def test_replaced_images_awaiting_deletion_are_purged_last():
@@ -302,7 +300,7 @@ def test_another_accounts_album_is_download_only():
 
 def test_link_line_needs_the_remote_album_first():
     result, actions = plan([link_line(1, A, "r1")], {}, {A: {"x.jpg": "h1"}})
-    assert result.needs_remote == {"r1"} and not result.is_empty()
+    assert result.needs_remote == {"r1"}   # so the plan is not empty: the album is read
 
 
 def test_verify_repairs_missing_images_and_downloads_new_ones():

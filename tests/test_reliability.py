@@ -1,6 +1,6 @@
-"""End-to-end reliability tests (issue 5; SPEC §2 retries and rate limits, §5 safety,
-§6 pending operations, §8 exit codes): imgurbox.py runs as a subprocess against the
-fake Imgur server with injected faults, and must keep every file exactly once online.
+"""End-to-end reliability tests (issue 5; README "Reliability": retries, rate limits,
+pending operations; "Safety rules"; "Exit codes"): imgurbox.py runs as a subprocess against
+the fake Imgur server with injected faults, and must keep every file exactly once online.
 """
 
 from __future__ import annotations
@@ -9,16 +9,14 @@ import datetime as dt
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 from filelock import FileLock
 
-from conftest import IMGURBOX
 from imagefiles import jpeg, png
-from mirror_check import assert_mirror, kind, route, uploads
+from mirror_check import (assert_mirror, done_uploads, image_deletes, kind, route,
+                          token_requests, uploads)
 
 RESUMES = re.compile(r"resumes after (\d{4}-\d\d-\d\dT\d\d:\d\d[^\s.]*)")
 
@@ -50,20 +48,6 @@ def new_folder(home, name, content) -> object:
     return path
 
 
-def done_uploads(fake) -> list:
-    """Uploads the fake carried out (an hour of fake time also expires the access
-    token: the first uploads after ``advance`` are refused 403, then refreshed)."""
-    return [q for q in uploads(fake) if q.status == 200]
-
-
-def deletes(fake) -> list:
-    return [q for q in fake.api_requests() if kind(q) == "delete"]
-
-
-def token_requests(fake) -> list:
-    return [q for q in fake.api_requests() if q.path.startswith("/oauth2/token")]
-
-
 def finishes_clean(home, fake, folders):
     """A fault-free run completes the mirror; one more run sends nothing."""
     fake.clear_faults()
@@ -77,19 +61,6 @@ def finishes_clean(home, fake, folders):
 
 def no_traceback(r):
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
-
-
-def _default_sigint():
-    # A test runner started in the background (`pytest &`, some CI runners) passes
-    # SIGINT down as ignored, and Python then never raises KeyboardInterrupt.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def start_sync(home, *args, env=None):
-    return subprocess.Popen(
-        [sys.executable, str(IMGURBOX), "--home", str(home.path), "sync", *args],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=home.env(env), preexec_fn=_default_sigint if os.name == "posix" else None)
 
 
 def wait_for(predicate, timeout=20.0):
@@ -110,7 +81,7 @@ def test_5xx_burst_on_delete_is_retried_until_it_succeeds(home, fake, failures, 
     fake.add_fault("status", method="DELETE", path=r"^/3/image/", code=code, count=failures)
     r = home.run("sync")
     assert r.code == 0, r
-    assert len(deletes(fake)) == failures + 1          # up to 4 tries (SPEC §2)
+    assert len(image_deletes(fake)) == failures + 1  # up to 4 tries (README "Reliability")
     finishes_clean(home, fake, paths.values())
 
 
@@ -120,7 +91,7 @@ def test_5xx_on_every_try_fails_the_item_after_four_tries(home, fake):
     fake.add_fault("status", method="DELETE", path=r"^/3/image/", code=502, count=4)
     r = home.run("sync")
     assert r.code == 1, r
-    assert len(deletes(fake)) == 4
+    assert len(image_deletes(fake)) == 4
     assert "a00.png" in r.stdout + r.stderr
     no_traceback(r)
     finishes_clean(home, fake, paths.values())
@@ -157,7 +128,7 @@ def test_stall_past_the_read_timeout_is_retried(home, fake):
     assert r.code == 0, r
     # Two DELETEs: the stalled one was given up at the read timeout and sent again
     # (without a timeout the run would have waited for the stalled answer instead).
-    assert len(deletes(fake)) == 2
+    assert len(image_deletes(fake)) == 2
     fake.wait_idle()                                    # the stalled request ends
     finishes_clean(home, fake, paths.values())
 
@@ -174,7 +145,7 @@ def test_html_error_pages_are_retried(home, fake, fault):
     r = home.run("sync")
     assert r.code == 0, r
     no_traceback(r)
-    assert len(deletes(fake)) == 3
+    assert len(image_deletes(fake)) == 3
     finishes_clean(home, fake, paths.values())
 
 
@@ -269,7 +240,7 @@ def test_rate_limit_on_delete_stops_the_run(home, fake):
     fake.add_fault("rate_limit", method="DELETE", count=1)
     r = home.run("sync")
     assert r.code == 4, r
-    assert len(deletes(fake)) == 1
+    assert len(image_deletes(fake)) == 1
     finishes_clean(home, fake, paths.values())
 
 
@@ -374,7 +345,7 @@ def test_second_run_while_the_lock_is_held_exits_3(home, fake):
 def test_concurrent_run_exits_3_while_a_slow_run_holds_the_lock(home, fake):
     folder = new_folder(home, "A", files("a", 3))
     fake.latency = 0.3
-    first = start_sync(home, "--jobs", "1")
+    first = home.start("sync", "--jobs", "1")
     try:
         wait_for(lambda: len(fake.api_requests()) >= 1)
         second = home.run("sync", timeout=10)
@@ -395,7 +366,7 @@ def test_missing_folder_is_unavailable_and_nothing_is_deleted(home, fake):
     (paths["B"] / "b09.png").write_bytes(png("b9"))
     r = home.run("sync")
     assert r.code == 1, r
-    assert deletes(fake) == []
+    assert image_deletes(fake) == []
     assert "unavailable" in r.stderr, r.stderr
     assert len(uploads(fake)) == 1                      # the other folder still syncs
     os.replace(hidden, paths["A"])
@@ -408,12 +379,12 @@ def test_emptied_folder_is_unavailable_unless_forced(home, fake):
         p.unlink()
     r = home.run("sync")
     assert r.code == 1, r
-    assert deletes(fake) == []
+    assert image_deletes(fake) == []
     assert "--force" in r.stderr, r.stderr
     fake.reset_requests()
     r = home.run("sync", "--force")
     assert r.code == 0, r
-    assert len(deletes(fake)) == 5
+    assert len(image_deletes(fake)) == 5
     assert_mirror(home, fake, paths.values())
 
 
@@ -427,16 +398,16 @@ def test_delete_guard_holds_deletions_of_more_than_half(home, fake):
     assert "held" in (dry.stdout + dry.stderr).lower(), dry
     r = home.run("sync")
     assert r.code == 1, r
-    assert deletes(fake) == []
+    assert image_deletes(fake) == []
     assert "--max-delete" in r.stderr, r.stderr
     assert len(uploads(fake)) == 1                      # the rest of the run goes on
     fake.reset_requests()
     r = home.run("sync", "--max-delete", "3")
     assert r.code == 1, r
-    assert deletes(fake) == []
+    assert image_deletes(fake) == []
     r = home.run("sync", "--max-delete", "4")
     assert r.code == 0, r
-    assert len(deletes(fake)) == 4
+    assert len(image_deletes(fake)) == 4
     assert_mirror(home, fake, paths.values())
 
 
@@ -446,10 +417,10 @@ def test_delete_guard_holds_replacements_of_more_than_half(home, fake):
         (paths["A"] / name).write_bytes(png(name + " edited"))
     r = home.run("sync")
     assert r.code == 1, r
-    assert uploads(fake) == [] and deletes(fake) == []
+    assert uploads(fake) == [] and image_deletes(fake) == []
     r = home.run("sync", "--force")
     assert r.code == 0, r
-    assert len(uploads(fake)) == 3 and len(deletes(fake)) == 3
+    assert len(uploads(fake)) == 3 and len(image_deletes(fake)) == 3
     assert_mirror(home, fake, paths.values())
 
 
@@ -459,7 +430,7 @@ def test_delete_guard_allows_half(home, fake):
         (paths["A"] / name).unlink()
     r = home.run("sync")
     assert r.code == 0, r
-    assert len(deletes(fake)) == 2
+    assert len(image_deletes(fake)) == 2
     assert_mirror(home, fake, paths.values())
 
 
@@ -484,7 +455,7 @@ def test_corrupt_state_json_exits_2_and_is_left_alone(home, fake):
 def test_signal_mid_upload_saves_state_and_the_next_run_completes(home, fake, signum, code):
     folder = new_folder(home, "A", files("a", 8))
     fake.latency = 0.2
-    proc = start_sync(home)
+    proc = home.start("sync")
     try:
         wait_for(lambda: len(uploads(fake)) >= 2)
         proc.send_signal(signum)

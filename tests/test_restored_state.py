@@ -16,18 +16,14 @@ import shutil
 import time
 
 from imagefiles import png
-from mirror_check import album_of, assert_mirror, kind, load_state, state_files, uploads
-from test_reliability import deletes, files, first_sync
+from mirror_check import (album_of, assert_mirror, image_deletes, kind, load_state, state_files,
+                          uploads, writes)
+from test_reliability import files, first_sync
 
 
 def album_reads(fake, album_id=None) -> list:
     return [q for q in fake.api_requests() if q.method == "GET" and q.path.endswith("/images")
             and (album_id is None or f"/{album_id}/" in q.path)]
-
-
-def writes(fake) -> list:
-    return [q for q in fake.api_requests()
-            if q.method != "GET" and not q.path.startswith("/oauth2/")]
 
 
 def keep_state(home, tmp_path):
@@ -157,7 +153,7 @@ def test_a_restored_replacement_adopts_the_new_image_and_deletes_the_old(home, f
     (folder / "a.png").write_bytes(png("new"))
     r = home.run("sync")
     assert r.code == 0, r
-    assert len(uploads(fake)) == 1 and len(deletes(fake)) == 1
+    assert len(uploads(fake)) == 1 and len(image_deletes(fake)) == 1
     restore_state(home, kept)
     fake.reset_requests()
 
@@ -181,7 +177,7 @@ def test_a_file_edited_after_the_lost_upload_is_uploaded_again(home, fake, tmp_p
     r = home.run("sync")
     assert r.code == 0, r
     assert [q.value("name") for q in uploads(fake)] == ["b.png"], "the edit was not uploaded"
-    assert len(deletes(fake)) == 1, "the adopted older image was not replaced"
+    assert len(image_deletes(fake)) == 1, "the adopted older image was not replaced"
     assert_mirror(home, fake, [folder])
 
 
@@ -193,7 +189,7 @@ def test_a_second_image_of_the_same_name_is_left_alone_and_reported(home, fake, 
 
     r = home.run("sync")
     assert r.code == 1, r
-    assert uploads(fake) == [] and deletes(fake) == []
+    assert uploads(fake) == [] and image_deletes(fake) == []
     assert "has the name of" in r.stderr and "left alone" in r.stderr, r
     state = load_state(home)
     same_name = [i for i in fake.album_image_ids(album_id) if fake.images[i].name == "b.png"]

@@ -1,7 +1,7 @@
-"""SPEC §10's scale test: 2,000+ files in 5+ folders against a fake with an hourly
-budget, time compressed with ``fake.advance(3600)`` between runs. Each run stops with
-exit 4 and says when the limit resets, the next resumes, and at the end every file is
-in its album exactly once and a last run has nothing to do (no request).
+"""The scale test (README "Development"): 2,000+ files in 5+ folders against a fake with an
+hourly budget, time compressed with ``fake.advance(3600)`` between runs. Each run stops with
+exit 4 and says when the limit resets, the next resumes, and at the end every file is in its
+album exactly once and a last run has nothing to do (no request).
 
 The budget is Imgur's: 500 credits an hour, about 50 uploads, so the 2,100 files take
 over forty runs; every run ends at the limit, and nothing is lost or sent twice across

@@ -1,4 +1,4 @@
-"""End-to-end tests of SPEC §5 (what a sync does), run against the fake Imgur server.
+"""End-to-end tests of README "What a sync does", run against the fake Imgur server.
 
 Each test runs imgurbox.py as a subprocess (fixture `home`, from conftest.py) and checks
 the exit code, what the fake holds afterwards, and which API requests were sent.
@@ -14,57 +14,14 @@ from collections import Counter
 
 import pytest
 
-from fake_imgur import strip_metadata
 from imagefiles import gif, jpeg, png
-from mirror_check import field, uploads
+from mirror_check import (album_adds, album_names, album_removes, assert_album_mirrors, field,
+                          image_deletes, routes, token_requests, uploads, writes)
 
 ALBUM_URL = re.compile(r"-> https://imgur\.com/a/([A-Za-z0-9]+)")
-ID = r"[A-Za-z0-9]+"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-
-def route(req) -> str:
-    """'METHOD /3/album/{id}/add' style name of a request, ids replaced.
-
-    remove_images may be sent as POST or (older form) DELETE: both read 'remove_images'.
-    """
-    path = req.path.split("?")[0]
-    if path.endswith("/remove_images"):
-        return "remove " + re.sub(rf"^/3/album/{ID}", "/3/album/{id}", path)
-    path = re.sub(rf"^/3/image/{ID}$", "/3/image/{id}", path)
-    path = re.sub(rf"^/3/album/{ID}(?=/|$)", "/3/album/{id}", path)
-    path = re.sub(r"^/3/account/me/albums/\d+$", "/3/account/me/albums/{page}", path)
-    return f"{req.method} {path}"
-
-
-def routes(fake) -> Counter:
-    return Counter(route(r) for r in fake.api_requests())
-
-
-def deletes(fake):
-    return [r for r in fake.api_requests() if r.method == "DELETE" and r.path.startswith("/3/image/")]
-
-
-def token_refreshes(fake):
-    return [r for r in fake.api_requests() if r.path.startswith("/oauth2/token")]
-
-
-def album_adds(fake):
-    return [r for r in fake.api_requests() if r.method == "POST" and re.fullmatch(rf"/3/album/{ID}/add", r.path)]
-
-
-def album_removes(fake):
-    return [r for r in fake.api_requests()
-            if re.fullmatch(rf"/3/album/{ID}/remove_images", r.path)]
-
-
-def writes(fake):
-    """Every request that is not a GET (token refreshes excluded)."""
-    return [r for r in fake.api_requests() if r.method != "GET" and not r.path.startswith("/oauth2/")]
-
 
 def album_ids_from_txt(home) -> dict[str, str]:
     """line text before ' -> ' -> album id, for every linked line of albums.txt."""
@@ -77,29 +34,10 @@ def album_ids_from_txt(home) -> dict[str, str]:
     return out
 
 
-def image_names(fake, album_id) -> list[str]:
-    return sorted(field(fake.images[i], "name") for i in fake.album_image_ids(album_id))
-
-
 def image_id_by_name(fake, album_id, name) -> str:
     ids = [i for i in fake.album_image_ids(album_id) if field(fake.images[i], "name") == name]
     assert len(ids) == 1, f"{name!r} is {len(ids)} times in album {album_id}"
     return ids[0]
-
-
-def assert_mirrors(fake, album_id, folder):
-    """The album holds every eligible file of folder exactly once, with its bytes
-    (as the fake keeps them: without the metadata Imgur strips)."""
-    ids = fake.album_image_ids(album_id)
-    assert len(ids) == len(set(ids)), f"duplicate image in album {album_id}"
-    expected = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                      and p.suffix.lower() in (".jpg", ".jpeg", ".jpe", ".png", ".apng", ".gif",
-                                               ".tif", ".tiff", ".bmp"))
-    assert image_names(fake, album_id) == expected
-    for i in ids:
-        name = field(fake.images[i], "name")
-        local = strip_metadata((folder / name).read_bytes(), fake.images[i].mime)
-        assert fake.image_bytes(i) == local, f"{name} has other bytes on the fake"
 
 
 def lines_starting(out: str, symbol: str, name: str) -> list[str]:
@@ -119,7 +57,7 @@ class Synced:
         linked = album_ids_from_txt(home)
         self.albums = {name: linked[str(p)] for name, p in self.dirs.items()}
         for name in folders:
-            assert_mirrors(fake, self.albums[name], self.dirs[name])
+            assert_album_mirrors(fake, self.albums[name], self.dirs[name])
         fake.reset_requests()
 
     def file(self, folder, name):
@@ -133,7 +71,7 @@ class Synced:
 
     def mirrors(self, *folders):
         for f in folders or self.dirs:
-            assert_mirrors(self.fake, self.albums[f], self.dirs[f])
+            assert_album_mirrors(self.fake, self.albums[f], self.dirs[f])
 
 
 def four(seed=0) -> dict[str, bytes]:
@@ -153,7 +91,7 @@ def test_first_sync_creates_one_hidden_album_titled_after_the_folder(home, fake)
     album = fake.albums[album_id]
     assert field(album, "privacy") == "hidden"
     assert field(album, "title") == "Summer 2024"
-    assert_mirrors(fake, album_id, folder)
+    assert_album_mirrors(fake, album_id, folder)
 
 
 def test_first_sync_rewrites_only_the_synced_line(home, fake):
@@ -184,7 +122,7 @@ def test_first_sync_uploads_each_file_once_as_multipart_with_name(home, fake):
         filename, data = req.files["image"]
         assert data == files[name], f"{name} not sent as the binary image part"
         assert lines_starting(r.stdout, "+", name), r.stdout
-    assert_mirrors(fake, album_id, folder)
+    assert_album_mirrors(fake, album_id, folder)
 
 
 def test_uploads_into_an_album_start_in_file_name_order(home, fake):
@@ -227,7 +165,7 @@ def test_second_run_does_not_rewrite_state_json(home, fake):
     state = home.path / "state.json"
     before = (state.read_bytes(), state.stat().st_mtime_ns)
     assert s.run().code == 0
-    # SPEC §5: an empty plan rewrites state.json only if stat data changed
+    # an empty plan rewrites state.json only if stat data changed
     assert (state.read_bytes(), state.stat().st_mtime_ns) == before
 
 
@@ -250,7 +188,7 @@ def test_deleted_file_is_one_delete(home, fake):
     r = s.run()
     assert r.code == 0, r
     assert routes(fake) == Counter({"DELETE /3/image/{id}": 1})
-    assert deletes(fake)[0].path == f"/3/image/{old}"
+    assert image_deletes(fake)[0].path == f"/3/image/{old}"
     assert old not in fake.images
     assert lines_starting(r.stdout, "-", "b.jpg"), r.stdout
     s.mirrors()
@@ -295,7 +233,7 @@ def test_folder_emptied_by_moving_all_its_files_is_not_unavailable(home, fake):
         shutil.move(s.file("A", name), s.file("B", name))
     r = s.run()
     assert r.code == 0, r
-    assert not uploads(fake) and not deletes(fake)
+    assert not uploads(fake) and not image_deletes(fake)
     assert {n: s.image_id("B", n) for n in ids} == ids
     assert fake.album_image_ids(s.albums["A"]) == []
 
@@ -319,7 +257,7 @@ def test_changed_content_uploads_the_new_version_then_deletes_the_old(home, fake
     assert r.code == 0, r
     reqs = fake.api_requests()
     up, = uploads(fake)
-    dl, = deletes(fake)
+    dl, = image_deletes(fake)
     assert dl.path == f"/3/image/{old}"
     assert reqs.index(up) < reqs.index(dl), "the old image must be deleted only after the new upload"
     assert len(writes(fake)) == 2
@@ -337,7 +275,7 @@ def test_same_name_other_content_in_another_folder_is_not_a_move(home, fake):
     assert r.code == 0, r
     assert not album_adds(fake) and not album_removes(fake)
     assert len(uploads(fake)) == 1
-    assert [d.path for d in deletes(fake)] == [f"/3/image/{old}"]
+    assert [d.path for d in image_deletes(fake)] == [f"/3/image/{old}"]
     s.mirrors()
 
 
@@ -372,7 +310,7 @@ def test_rename_in_own_folder_wins_over_a_move(home, fake):
     s.file("B", "z.jpg").write_bytes(data)
     r = s.run()
     assert r.code == 0, r
-    assert not album_adds(fake) and not album_removes(fake) and not deletes(fake)
+    assert not album_adds(fake) and not album_removes(fake) and not image_deletes(fake)
     assert len(uploads(fake)) == 1
     # Imgur keeps the image's old name: a rename sends nothing
     assert fake.album_image_ids(s.albums["A"]) == [old]
@@ -385,7 +323,7 @@ def test_content_from_an_unlisted_folder_is_uploaded_not_moved(home, fake):
     shutil.move(s.file("A", "x.jpg"), s.file("B", "x.jpg"))
     r = s.run()
     assert r.code == 0, r
-    assert not album_adds(fake) and not album_removes(fake) and not deletes(fake)
+    assert not album_adds(fake) and not album_removes(fake) and not image_deletes(fake)
     assert len(uploads(fake)) == 1
     s.mirrors("B")
 
@@ -441,7 +379,7 @@ def test_exif_orientation_change_is_a_replace(home, fake, before, after):
     r = s.run()
     assert r.code == 0, r
     assert len(uploads(fake)) == 1
-    assert [d.path for d in deletes(fake)] == [f"/3/image/{old}"]
+    assert [d.path for d in image_deletes(fake)] == [f"/3/image/{old}"]
     s.mirrors()
 
 
@@ -450,7 +388,7 @@ def test_pixel_change_with_same_metadata_is_a_replace(home, fake):
     s.file("Trip", "p.png").write_bytes(png(3, text="t"))
     r = s.run()
     assert r.code == 0, r
-    assert len(uploads(fake)) == 1 and len(deletes(fake)) == 1
+    assert len(uploads(fake)) == 1 and len(image_deletes(fake)) == 1
 
 
 # --------------------------------------------------------------------------- unlisting
@@ -483,7 +421,7 @@ def test_adding_a_removed_line_back_costs_no_upload(home, fake, how):
     home.write_albums(text + (linked_line if how == "linked-line" else str(s.dirs["A"])) + "\n")
     r = s.run()
     assert r.code == 0, r
-    assert not uploads(fake) and not deletes(fake)
+    assert not uploads(fake) and not image_deletes(fake)
     assert routes(fake)["POST /3/album"] == 0
     s.mirrors()
 
@@ -510,7 +448,7 @@ def test_unavailable_folder_exits_1_and_deletes_nothing(home, fake, how):
     _make_unavailable(s, how)
     r = s.run()
     assert r.code == 1, r
-    assert not deletes(fake)
+    assert not image_deletes(fake)
     assert not album_removes(fake)
     assert fake.album_image_ids(s.albums["A"]) == before
     assert str(s.dirs["A"]) in r.stderr + r.stdout, "the unavailable folder is named"
@@ -522,7 +460,7 @@ def test_unavailable_folder_does_not_stop_other_folders(home, fake):
     s.file("B", "d.jpg").write_bytes(jpeg(4))
     r = s.run()
     assert r.code == 1, r
-    assert len(uploads(fake)) == 1 and not deletes(fake)
+    assert len(uploads(fake)) == 1 and not image_deletes(fake)
     s.mirrors("B")
 
 
@@ -532,7 +470,7 @@ def test_unavailable_folder_stays_unavailable_on_the_next_run(home, fake):
     assert s.run().code == 1
     r = s.run()
     assert r.code == 1, r
-    assert not deletes(fake)
+    assert not image_deletes(fake)
 
 
 def test_force_syncs_an_emptied_folder(home, fake):
@@ -541,7 +479,7 @@ def test_force_syncs_an_emptied_folder(home, fake):
     _make_unavailable(s, "emptied")
     r = s.run("--force")
     assert r.code == 0, r
-    assert {d.path for d in deletes(fake)} == {f"/3/image/{i}" for i in ids}
+    assert {d.path for d in image_deletes(fake)} == {f"/3/image/{i}" for i in ids}
     assert fake.album_image_ids(s.albums["A"]) == []
 
 
@@ -563,7 +501,7 @@ def test_delete_guard_holds_back_deleting_more_than_half(home, fake):
         s.file("A", f"img{i}.jpg").unlink()
     r = s.run()
     assert r.code == 1, r
-    assert not deletes(fake)
+    assert not image_deletes(fake)
     assert len(fake.album_image_ids(s.albums["A"])) == 4
 
 
@@ -573,7 +511,7 @@ def test_delete_guard_allows_exactly_half(home, fake):
         s.file("A", f"img{i}.jpg").unlink()
     r = s.run()
     assert r.code == 0, r
-    assert len(deletes(fake)) == 2
+    assert len(image_deletes(fake)) == 2
     s.mirrors()
 
 
@@ -584,7 +522,7 @@ def test_delete_guard_does_not_apply_below_four_files(home, fake):
     s.file("A", "new.jpg").write_bytes(jpeg(9))  # not emptied, so not unavailable
     r = s.run()
     assert r.code == 0, r
-    assert len(deletes(fake)) == 3
+    assert len(image_deletes(fake)) == 3
     s.mirrors()
 
 
@@ -596,7 +534,7 @@ def test_delete_guard_can_be_lifted(home, fake, args):
         s.file("A", f"img{i}.jpg").unlink()
     r = s.run(*args)
     assert r.code == 0, r
-    assert len(deletes(fake)) == 3
+    assert len(image_deletes(fake)) == 3
     s.mirrors()
 
 
@@ -607,7 +545,7 @@ def test_delete_guard_is_per_run_and_says_so_again(home, fake):
     assert s.run().code == 1
     r = s.run()
     assert r.code == 1, r
-    assert not deletes(fake)
+    assert not image_deletes(fake)
 
 
 def test_delete_guard_holds_back_replacing_more_than_half(home, fake):
@@ -616,8 +554,9 @@ def test_delete_guard_holds_back_replacing_more_than_half(home, fake):
         s.file("A", f"img{i}.jpg").write_bytes(jpeg(100 + i))
     r = s.run()
     assert r.code == 1, r
-    assert not deletes(fake)
-    assert not uploads(fake), "a held-back replacement must not upload either (SPEC: 'does none of them')"
+    assert not image_deletes(fake)
+    # README "Safety rules": the delete guard "does none of it"
+    assert not uploads(fake), "a held-back replacement must not upload either"
     assert len(fake.album_image_ids(s.albums["A"])) == 4
 
 
@@ -627,7 +566,7 @@ def test_replacements_can_be_forced(home, fake):
         s.file("A", f"img{i}.jpg").write_bytes(jpeg(100 + i))
     r = s.run("--force")
     assert r.code == 0, r
-    assert len(uploads(fake)) == 3 and len(deletes(fake)) == 3
+    assert len(uploads(fake)) == 3 and len(image_deletes(fake)) == 3
     s.mirrors()
 
 
@@ -647,9 +586,9 @@ def test_ineligible_files_are_never_uploaded(home, fake):
     r = home.run("sync")
     assert r.code == 0, r
     (album_id,) = album_ids_from_txt(home).values()
-    assert image_names(fake, album_id) == ["a.JPG", "b.jpeg", "c.Jpe", "d.PNG", "e.gif"]
+    assert album_names(fake, album_id) == ["a.JPG", "b.jpeg", "c.Jpe", "d.PNG", "e.gif"]
     assert len(uploads(fake)) == 5
-    assert_mirrors(fake, album_id, folder)
+    assert_album_mirrors(fake, album_id, folder)
     fake.reset_requests()
     assert home.run("sync").code == 0
     assert fake.api_requests() == []
@@ -665,7 +604,7 @@ def test_dry_run_of_a_new_folder_changes_nothing(home, fake):
     r = home.run("sync", "--dry-run")
     assert r.code == 0, r
     assert all(req.method == "GET" for req in fake.api_requests() if not req.path.startswith("/oauth2/"))
-    assert not token_refreshes(fake)
+    assert not token_requests(fake)
     assert fake.albums == {} and fake.images == {}
     assert home.albums_bytes() == before
     assert not (home.path / "state.json").exists()
@@ -697,7 +636,7 @@ def test_dry_run_prints_the_plan_and_writes_no_state(home, fake):
     fake.reset_requests()
     r = s.run()
     assert r.code == 0, r
-    assert len(uploads(fake)) == 2 and len(deletes(fake)) == 2
+    assert len(uploads(fake)) == 2 and len(image_deletes(fake)) == 2
     assert len(album_adds(fake)) == 1 and len(album_removes(fake)) == 1
     s.mirrors()
 
@@ -733,7 +672,7 @@ def test_expired_token_is_refreshed_once_and_saved(home, fake):
     fake.expire_access_tokens()
     r = s.run()
     assert r.code == 0, r
-    assert len(token_refreshes(fake)) == 1
+    assert len(token_requests(fake)) == 1
     assert len(uploads(fake)) >= 2
     s.mirrors()
     creds = _creds(home)
@@ -743,7 +682,7 @@ def test_expired_token_is_refreshed_once_and_saved(home, fake):
     fake.reset_requests()
     s.file("A", "d.jpg").write_bytes(jpeg(4))
     assert s.run().code == 0
-    assert not token_refreshes(fake)
+    assert not token_requests(fake)
 
 
 def test_revoked_refresh_token_exits_5(home, fake):
@@ -754,7 +693,7 @@ def test_revoked_refresh_token_exits_5(home, fake):
     r = s.run()
     assert r.code == 5, r
     assert len(fake.album_image_ids(s.albums["A"])) == 1
-    assert len(token_refreshes(fake)) == 1
+    assert len(token_requests(fake)) == 1
 
 
 def test_missing_credentials_with_work_to_do_exits_5_before_any_request(home, fake):
@@ -772,6 +711,6 @@ def test_over_capacity_is_retried_without_a_token_refresh(home, fake):
     fake.add_fault("over_capacity", method="POST", path=r"^/3/(image|upload)$", count=1)
     r = s.run()
     assert r.code == 0, r
-    assert not token_refreshes(fake)
+    assert not token_requests(fake)
     assert [req.status for req in uploads(fake)] == [403, 200]
     s.mirrors()

@@ -1,4 +1,5 @@
-"""The terminal experience (issue 7; SPEC §7 output, `status`, §1 log), end to end.
+"""The terminal experience (issue 7; README "Command line": output, `status`; "Files in the
+home": log.txt), end to end.
 
 Runs imgurbox.py in a real pseudo-terminal (the `pty` module: stdout and stdin on one
 pty, stderr on another, so the two streams stay apart) or piped, against the fake Imgur.
@@ -12,19 +13,14 @@ import pty
 import re
 import select
 import struct
-import subprocess
-import sys
 import termios
 import time
-from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 
 from imagefiles import jpeg
-
-IMGURBOX = Path(__file__).resolve().parent.parent / "imgurbox.py"
-
+from mirror_check import done_uploads
 
 class Result(NamedTuple):
     """A pty run, shaped like conftest's Result."""
@@ -44,14 +40,13 @@ MIB = 1024 * 1024
 
 def run_in_pty(home, *args, env=None, timeout=60) -> Result:
     """Run imgurbox with stdin+stdout on one pty (100 columns) and stderr on another."""
-    env = home.env({"TERM": "xterm", "COLUMNS": "100", "NO_COLOR": None, **(env or {})})
+    env = {"TERM": "xterm", "COLUMNS": "100", "NO_COLOR": None, **(env or {})}
     out_master, out_slave = pty.openpty()
     err_master, err_slave = pty.openpty()
     for fd in (out_slave, err_slave):
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
-    proc = subprocess.Popen(
-        [sys.executable, str(IMGURBOX), "--home", str(home.path), *map(str, args)],
-        stdin=out_slave, stdout=out_slave, stderr=err_slave, env=env, close_fds=True)
+    proc = home.start(*args, env=env, stdin=out_slave, stdout=out_slave, stderr=err_slave,
+                      close_fds=True)
     os.close(out_slave)
     os.close(err_slave)
     chunks = {out_master: [], err_master: []}
@@ -122,11 +117,6 @@ def snapshot(*roots) -> dict:
                 st = os.lstat(path)
                 found[path] = (st.st_size, st.st_mtime_ns, st.st_mode)
     return found
-
-
-def uploads(fake) -> list:
-    return [r for r in fake.api_requests()
-            if r.method == "POST" and r.path in ("/3/image", "/3/upload") and r.status == 200]
 
 
 def new_home(home, files=3, seed=0):
@@ -274,7 +264,7 @@ def test_summary_counts_what_happened(home, fake):
     assert result.code == 0, result
     summary = summary_line(result.stdout)
     requests = fake.api_requests()
-    upload_count = len(uploads(fake))
+    upload_count = len(done_uploads(fake))
     deletes = [r for r in requests if r.method == "DELETE" and r.path.startswith("/3/image/")]
     adds = [r for r in requests if re.fullmatch(r"/3/album/\w+/add", r.path)]
     assert upload_count == 6 and len(deletes) == 2 and len(adds) == 1

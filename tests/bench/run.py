@@ -45,7 +45,8 @@ REPO = TESTS.parent
 IMGURBOX = REPO / "imgurbox.py"
 sys.path.insert(0, str(TESTS))
 
-from test_performance import big_jpeg, kind, uploads  # noqa: E402  (shared with the tests)
+from mirror_check import credit_kind as kind, uploads  # noqa: E402  (shared with the tests)
+from test_performance import big_jpeg  # noqa: E402
 from fake_imgur import FakeImgur  # noqa: E402
 from imagefiles import gif, jpeg, png  # noqa: E402
 
