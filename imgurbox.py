@@ -351,31 +351,65 @@ class Target:
         return self.album_id or "new:" + self.folder
 
 
-# Actions: what the planner asks the executor to do, in execution order. Each knows
-# what it costs in requests and credits, for --dry-run and the delete guard.
+# Actions: what the planner asks the executor to do. An action class is the one place
+# that says everything about its kind: where it runs in a plan (`order`), what it costs
+# in requests and credits (for --dry-run and the delete guard), how the plan and
+# `status` name it (`symbol`, `verb`, `noun`, `label()`); Executor.do_<class name>
+# carries it out (uploads, which run in parallel, Executor.run_uploads). A new kind of
+# action is a class here and its do_ method.
 
 @dataclasses.dataclass
 class Action:
     album: str                         # album key (ID or 'new:<folder>')
+    order = 0                          # albums first, deletions last (_in_execution_order)
     requests = 1
     credits = CALL_CREDITS
     symbol = " "
-    verb = ""
+    verb = ""                          # the plan's word: "upload a.jpg"
+    noun = ""                          # status's word: "2 uploads"
+
+    def label(self) -> str:
+        """What the plan prints after the verb."""
+        file = getattr(self, "file", None)
+        return file.name if file is not None else getattr(self, "name", "")
+
+
+@dataclasses.dataclass
+class LinkAlbum(Action):
+    """Record an existing album in the state (an ALBUM or first PATH -> ALBUM line)."""
+    folder: str = ""
+    title: str = ""
+    owner: str | None = None
+    download_only: bool = False
+    order = 0
+    requests = credits = 0
+    symbol, verb, noun = "*", "link album", "album link"
+
+    def label(self) -> str:
+        return self.title or self.folder
 
 
 @dataclasses.dataclass
 class CreateAlbum(Action):
     folder: str = ""
     title: str = ""
+    order = 1
     # The creation, then a read-back that shows it hidden before any photo goes in.
     requests, credits = 2, 2 * CALL_CREDITS
-    symbol, verb = "*", "create album"
+    symbol, verb, noun = "*", "create album", "new album"
+
+    def label(self) -> str:
+        return self.title or self.folder
 
 
 @dataclasses.dataclass
 class RetitleAlbum(Action):
     title: str = ""
-    symbol, verb = "*", "retitle album"
+    order = 2
+    symbol, verb, noun = "*", "retitle album", "album title"
+
+    def label(self) -> str:
+        return self.title
 
 
 @dataclasses.dataclass
@@ -383,13 +417,14 @@ class Upload(Action):
     file: ScannedFile = None
     replaces: str | None = None        # image ID deleted once the new one is in
     repair: bool = False               # a --verify re-upload of a vanished image
+    order = 5
     credits = UPLOAD_CREDITS
-    symbol, verb = "+", "upload"
+    symbol, verb, noun = "+", "upload", "upload"
 
     def __post_init__(self):
         if self.replaces:
             self.requests, self.credits = 2, UPLOAD_CREDITS + CALL_CREDITS
-            self.symbol, self.verb = "~", "replace"
+            self.symbol, self.verb, self.noun = "~", "replace", "replacement"
 
 
 @dataclasses.dataclass
@@ -405,8 +440,12 @@ class Move(Action):
     """Images moved from one album to another: one add and one remove_images call."""
     source: str = ""
     items: list = dataclasses.field(default_factory=list)      # MoveItem
+    order = 6
     requests, credits = 2, 2 * CALL_CREDITS
-    symbol, verb = ">", "move"
+    symbol, verb, noun = ">", "move", "move"
+
+    def label(self) -> str:
+        return ", ".join("%s -> %s" % (i.old_name, i.file.name) for i in self.items)
 
 
 @dataclasses.dataclass
@@ -414,22 +453,31 @@ class Rename(Action):
     old_name: str = ""
     file: ScannedFile = None
     record: FileRecord = None
+    order = 3
     requests = credits = 0
-    symbol, verb = "=", "rename"
+    symbol, verb, noun = "=", "rename", "rename"
+
+    def label(self) -> str:
+        return "%s -> %s" % (self.old_name, self.file.name)
 
 
 @dataclasses.dataclass
 class Delete(Action):
     name: str = ""
     image_id: str = ""
-    symbol, verb = "-", "delete"
+    order = 8
+    symbol, verb, noun = "-", "delete", "deletion"
 
 
 @dataclasses.dataclass
 class PurgeReplaced(Action):
     """A replaced image whose DELETE failed on an earlier run."""
     image_id: str = ""
-    symbol, verb = "-", "delete old version"
+    order = 9
+    symbol, verb, noun = "-", "delete old version", "old version to delete"
+
+    def label(self) -> str:
+        return self.image_id
 
 
 @dataclasses.dataclass
@@ -437,16 +485,21 @@ class Adopt(Action):
     """A remote image taken as the copy of a local file with that name: no transfer."""
     file: ScannedFile = None
     image_id: str = ""
+    order = 3
     requests = credits = 0
-    symbol, verb = "=", "link"
+    symbol, verb, noun = "=", "link", "link"
 
 
 @dataclasses.dataclass
 class Download(Action):
     folder: str = ""
     image: RemoteImage = None
+    order = 4
     requests = credits = 0              # image links are not API calls
-    symbol, verb = "<", "download"
+    symbol, verb, noun = "<", "download", "download"
+
+    def label(self) -> str:
+        return self.image.name or self.image.image_id
 
 
 @dataclasses.dataclass
@@ -455,8 +508,9 @@ class Repair(Action):
     name: str = ""
     record: FileRecord = None
     file: ScannedFile = None
+    order = 7
     requests, credits = 2, 2 * CALL_CREDITS
-    symbol, verb = "+", "repair"
+    symbol, verb, noun = "+", "repair", "repair"
 
 
 @dataclasses.dataclass
@@ -486,9 +540,6 @@ class Plan:
     @property
     def credits(self) -> int:
         return sum(a.credits for a in self.actions)
-
-    def is_empty(self) -> bool:
-        return not self.actions and not self.needs_remote
 
 
 ###############################################################################
@@ -1575,17 +1626,6 @@ def _album_actions(target: Target, state: StateStore) -> list:
     return []
 
 
-@dataclasses.dataclass
-class LinkAlbum(Action):
-    """Record an existing album in the state (an ALBUM or first PATH -> ALBUM line)."""
-    folder: str = ""
-    title: str = ""
-    owner: str | None = None
-    download_only: bool = False
-    requests = credits = 0
-    symbol, verb = "*", "link album"
-
-
 def _remote_problem(target: Target, remote: RemoteAlbum) -> str | None:
     """Why an album Imgur was asked about cannot be synced this run, if it cannot."""
     if remote.error:
@@ -1689,16 +1729,12 @@ def _guard_allows(count: int, recorded: int, options: PlanOptions) -> bool:
     return options.max_delete is not None and count <= options.max_delete
 
 
-_ORDER = {LinkAlbum: 0, CreateAlbum: 1, RetitleAlbum: 2, Adopt: 3, Rename: 3, Download: 4,
-          Upload: 5, Move: 6, Repair: 7, Delete: 8, PurgeReplaced: 9}
-
-
 def _in_execution_order(actions: list) -> list:
     """Albums first, then local bookkeeping, downloads, uploads (per album in file-name
     order), moves, repairs; deletions last, once everything else has been tried."""
     def key(action):
         name = getattr(getattr(action, "file", None), "name", "") or getattr(action, "name", "")
-        return (_ORDER[type(action)], action.album if isinstance(action, Upload) else "",
+        return (action.order, action.album if isinstance(action, Upload) else "",
                 name)
     return sorted(actions, key=key)
 
@@ -4041,28 +4077,13 @@ def print_plan(plan: Plan, state: StateStore, out: Output) -> None:
         out.info("%s (%s): %d request%s, %d credits" % (
             folder, link, requests_, "" if requests_ == 1 else "s", credits))
         for action in actions:
-            out.action(action.symbol, "%s %s" % (action.verb, _plan_item(action)))
+            out.action(action.symbol, "%s %s" % (action.verb, action.label()))
         for held in plan.held:
             if held.album == album_key:
                 for action in held.actions:
-                    out.action("!", "held: %s %s" % (action.verb, _plan_item(action)))
+                    out.action("!", "held: %s %s" % (action.verb, action.label()))
     out.info("plan: %d request%s, %d credits" % (plan.requests, "" if plan.requests == 1 else "s",
                                                  plan.credits))
-
-
-def _plan_item(action) -> str:
-    if isinstance(action, Move):
-        return ", ".join("%s -> %s" % (i.old_name, i.file.name) for i in action.items)
-    if isinstance(action, (CreateAlbum, RetitleAlbum, LinkAlbum)):
-        return action.title or getattr(action, "folder", "")
-    if isinstance(action, Download):
-        return action.image.name or action.image.image_id
-    if isinstance(action, Rename):
-        return "%s -> %s" % (action.old_name, action.file.name)
-    if isinstance(action, PurgeReplaced):
-        return action.image_id
-    file = getattr(action, "file", None)
-    return file.name if file is not None else getattr(action, "name", "")
 
 
 class NoAnswer(AuthError):
@@ -4228,14 +4249,6 @@ def run_status(home: str, out: Output) -> int:
     return EXIT_OK
 
 
-# What `status` calls each kind of planned action.
-_STATUS_NOUNS = {"upload": "upload", "replace": "replacement", "delete": "deletion",
-                 "move": "move", "rename": "rename", "create album": "new album",
-                 "retitle album": "album title", "download": "download", "link": "link",
-                 "link album": "album link", "repair": "repair",
-                 "delete old version": "old version to delete"}
-
-
 def _count(number: int, noun: str) -> str:
     return "%d %s%s" % (number, noun, "" if number == 1 else "s")
 
@@ -4255,8 +4268,7 @@ def _status_of_folder(target: Target, state: StateStore, scan, plan: Plan, last_
         moved_out = isinstance(action, Move) and target.album_id is not None \
             and action.source == target.album_id
         if action.album == target.key or moved_out:
-            noun = _STATUS_NOUNS.get(action.verb, action.verb)
-            todo[noun] += len(action.items) if isinstance(action, Move) else 1
+            todo[action.noun] += len(action.items) if isinstance(action, Move) else 1
     held = [h.reason for h in plan.held if h.album == target.key]
     errors = [message for folder, message in plan.errors if folder == target.folder]
     refused = [name for folder, name in plan.refused if folder == target.folder]

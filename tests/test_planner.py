@@ -317,3 +317,32 @@ def test_verify_without_listing_asks_for_one():
     result, _ = plan([path_line(1, A)], {"a1": (A, {"x.jpg": "h1"})}, {A: {"x.jpg": "h1"}},
                      verify=True)
     assert result.needs_remote == {"a1"}
+
+
+def _action_classes():
+    found, todo = [], [ib.Action]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            found.append(sub)
+            todo.append(sub)
+    return sorted(found, key=lambda c: c.__name__)
+
+
+@pytest.mark.parametrize("cls", _action_classes(), ids=lambda c: c.__name__)
+def test_every_action_kind_says_everything_about_itself(cls):
+    """An action class is the one place that describes its kind: a handler on the
+    executor, a place in the execution order, the plan's and status's words."""
+    # Uploads run in parallel batches, through run_uploads; every other kind one by one.
+    handler = "run_uploads" if cls is ib.Upload else "do_" + cls.__name__
+    assert callable(getattr(ib.Executor, handler, None)), "no executor handler"
+    assert cls.verb and cls.noun and cls.symbol.strip(), "unnamed"
+    assert cls.order != ib.Action.order or cls is ib.LinkAlbum, "no place in the order"
+    assert cls.label is not None
+
+
+def test_execution_order_puts_albums_first_and_deletions_last():
+    kinds = sorted(_action_classes(), key=lambda c: c.order)
+    assert kinds[0] is ib.LinkAlbum and kinds[1] is ib.CreateAlbum
+    assert [c.__name__ for c in kinds[-2:]] == ["Delete", "PurgeReplaced"]
+    assert ib.Upload.order < ib.Move.order < ib.Delete.order
