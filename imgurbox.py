@@ -239,6 +239,70 @@ class Interrupted(ImgurboxError):
 
 
 ###############################################################################
+# Settings from the environment: read once, by main(), and handed down
+###############################################################################
+
+class Clock(NamedTuple):
+    """The clock Imgur's datetimes and reset times are measured by. `offset` is zero in
+    real use; tests run Imgur's clock fast (an hour of rate limit passes in a moment)
+    and put imgurbox on the same clock with IMGURBOX_CLOCK_OFFSET."""
+    offset: float = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def local_ns(self, imgur_seconds: float) -> float:
+        """An Imgur time as a local time in nanoseconds, to compare with an mtime."""
+        return (imgur_seconds - self.offset) * 1e9
+
+
+@dataclasses.dataclass(frozen=True)
+class Environment:
+    """Every setting imgurbox takes from environment variables (README, "Command
+    line"). The IMGURBOX_ timing knobs exist for the test suite's fake Imgur."""
+    home: str | None = None                     # IMGURBOX_HOME
+    api_url: str = DEFAULT_API_URL              # IMGUR_API_URL, checked when used
+    client_id: str | None = None                # IMGUR_CLIENT_ID
+    client_secret: str | None = None            # IMGUR_CLIENT_SECRET
+    refresh_token: str | None = None            # IMGUR_REFRESH_TOKEN
+    no_color: bool = False                      # NO_COLOR
+    connect_timeout: float = CONNECT_TIMEOUT    # IMGURBOX_CONNECT_TIMEOUT
+    read_timeout: float = READ_TIMEOUT          # IMGURBOX_READ_TIMEOUT
+    backoff_scale: float = 1.0                  # IMGURBOX_BACKOFF_SCALE
+    settle_seconds: float = SETTLE_SECONDS      # IMGURBOX_SETTLE_SECONDS
+    clock: Clock = Clock()                      # IMGURBOX_CLOCK_OFFSET
+
+    @classmethod
+    def read(cls, environ) -> "Environment":
+        def seconds(name: str, default: float) -> float:
+            text = environ.get(name)
+            if not text:
+                return default
+            try:
+                return float(text)
+            except ValueError:
+                raise UsageError("%s must be a number (it is %r)" % (name, text)) from None
+        return cls(
+            home=environ.get("IMGURBOX_HOME") or None,
+            api_url=environ.get("IMGUR_API_URL") or DEFAULT_API_URL,
+            client_id=environ.get("IMGUR_CLIENT_ID") or None,
+            client_secret=environ.get("IMGUR_CLIENT_SECRET") or None,
+            refresh_token=environ.get("IMGUR_REFRESH_TOKEN") or None,
+            no_color=bool(environ.get("NO_COLOR")),
+            connect_timeout=seconds("IMGURBOX_CONNECT_TIMEOUT", CONNECT_TIMEOUT),
+            read_timeout=seconds("IMGURBOX_READ_TIMEOUT", READ_TIMEOUT),
+            backoff_scale=seconds("IMGURBOX_BACKOFF_SCALE", 1.0),
+            settle_seconds=seconds("IMGURBOX_SETTLE_SECONDS", SETTLE_SECONDS),
+            clock=Clock(seconds("IMGURBOX_CLOCK_OFFSET", 0.0)))
+
+    @property
+    def client_identity(self) -> dict:
+        """The client ID and secret the environment gives, to put over credentials.json."""
+        return {key: value for key, value in (("client_id", self.client_id),
+                                              ("client_secret", self.client_secret)) if value}
+
+
+###############################################################################
 # Data model
 ###############################################################################
 
@@ -745,16 +809,6 @@ def _fsync_folder(folder: str) -> None:
         os.close(fd)
 
 
-# Tests run Imgur's clock fast (an hour of rate limit passes in a moment); this offset
-# puts imgurbox on the same clock. Zero in real use.
-CLOCK_OFFSET = float(os.environ.get("IMGURBOX_CLOCK_OFFSET") or 0)
-
-
-def imgur_time() -> float:
-    """Now, on the clock Imgur's datetimes and reset times are measured by."""
-    return time.time() + CLOCK_OFFSET
-
-
 def iso_now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
@@ -778,7 +832,8 @@ class StateStore:
     run would upload into it, and adopts those uploads.
     """
 
-    def __init__(self, home: str, writable: bool = True):
+    def __init__(self, home: str, writable: bool = True, clock: Clock = Clock()):
+        self.clock = clock
         self.path = os.path.join(home, STATE_FILE)
         self.backup_path = os.path.join(home, STATE_BACKUP)
         self.journal_path = os.path.join(home, JOURNAL_FILE)
@@ -802,8 +857,8 @@ class StateStore:
     # -- loading ----------------------------------------------------------------
 
     @classmethod
-    def load(cls, home: str, writable: bool = True) -> "StateStore":
-        store = cls(home, writable)
+    def load(cls, home: str, writable: bool = True, clock: Clock = Clock()) -> "StateStore":
+        store = cls(home, writable, clock)
         try:
             with open(store.path, "rb") as f:
                 raw = f.read()
@@ -1036,7 +1091,7 @@ class StateStore:
         """Record an operation before its request; durable=False leaves the fsync to a
         sync_journal() call before the request is sent (several uploads, one fsync)."""
         record = dict(record, id="%x-%x" % (time.time_ns(), random.getrandbits(32)),
-                      since=imgur_time())
+                      since=self.clock.now())
         self._record({"op": "pending", "record": record}, durable=durable)
         return record
 
@@ -1795,10 +1850,10 @@ class Output:
     COLORS = {"+": "32", "-": "31", ">": "36", "~": "33", "!": "1;31", "<": "34",
               "*": "1", "=": "2", "warning": "33", "error": "1;31"}
 
-    def __init__(self, verbosity: int, log: Log | None):
+    def __init__(self, verbosity: int, log: Log | None, no_color: bool = False):
         self.verbosity = verbosity                  # -1 quiet, 0 normal, 1 verbose
         self.log = log
-        no_color = bool(os.environ.get("NO_COLOR")) or not _ansi_terminal()
+        no_color = no_color or not _ansi_terminal()
         self.color_out = _isatty(sys.stdout) and not no_color
         self.color_err = _isatty(sys.stderr) and not no_color
         self.progress_enabled = _isatty(sys.stderr) and verbosity >= 0
@@ -1929,8 +1984,10 @@ class Credentials:
             register_secret(self.values.get(key))
 
     @classmethod
-    def load(cls, home: str, out: Output | None = None, fix_mode: bool = True) -> "Credentials":
-        """The stored credentials, with IMGUR_CLIENT_ID/SECRET from the environment first."""
+    def load(cls, home: str, out: Output | None = None, fix_mode: bool = True,
+             identity: dict | None = None) -> "Credentials":
+        """The stored credentials, with the client `identity` the environment gives
+        (Environment.client_identity) put over them."""
         path = os.path.join(home, CREDENTIALS_FILE)
         values = {}
         try:
@@ -1944,12 +2001,10 @@ class Credentials:
             what = "not valid JSON (line %d, column %d)" % (e.lineno, e.colno) \
                 if isinstance(e, json.JSONDecodeError) else "not a JSON object of credentials"
             raise CredentialsDamaged("%s is %s" % (path, what),
-                                     "fix it, or delete it and run `%s`" % auth_command())
+                                     "fix it, or delete it and run `%s`" % auth_command(home))
         except OSError as e:
             raise UsageError("cannot read %s: %s" % (path, e.strerror))
-        for key, env in (("client_id", "IMGUR_CLIENT_ID"), ("client_secret", "IMGUR_CLIENT_SECRET")):
-            if os.environ.get(env):
-                values[key] = os.environ[env]
+        values.update(identity or {})
         credentials = cls(path, values)
         if values and out is not None:
             credentials._check_permissions(out, fix_mode)
@@ -1991,19 +2046,19 @@ class Credentials:
 class RateView:
     """What the last answers said of Imgur's limits, shared by every worker."""
 
-    def __init__(self):
+    def __init__(self, clock: Clock):
+        self.clock = clock
         self._lock = threading.Lock()
         self.user_limit = self.user_remaining = self.user_reset = None
         self.client_limit = self.client_remaining = self.client_reset = None
         self.post_remaining = self.post_reset = None
         self.in_flight = 0                # credits of uploads started but not answered
 
-    @staticmethod
-    def _reset_time(value):
+    def _reset_time(self, value):
         """Imgur sends epoch seconds, or (answers seen in 2025) seconds from now."""
         if value is None:
             return None
-        return value if value >= 1e9 else imgur_time() + value
+        return value if value >= 1e9 else self.clock.now() + value
 
     def update(self, headers) -> None:
         def number(name):
@@ -2087,7 +2142,7 @@ class RateView:
     def restore(self, saved: dict) -> None:
         """Take a saved view, keeping only the windows that have not reset since."""
         with self._lock:
-            now = imgur_time()
+            now = self.clock.now()
             self.user_limit = saved.get("user_limit")
             self.client_limit = saved.get("client_limit")
             for remaining, reset in self.WINDOWS:
@@ -2154,16 +2209,16 @@ class Api:
     """Every HTTP request to Imgur: one keep-alive session per thread, timeouts,
     bounded retries with backoff and jitter, rate-limit headers, one token refresh."""
 
-    def __init__(self, base_url: str, credentials: Credentials, log: Log, out: Output):
-        self.base_url = base_url
+    def __init__(self, credentials: Credentials, log: Log, out: Output, env: Environment):
+        self.base_url = api_base_url(env)
         self.credentials = credentials
         self.log = log
         self.out = out
-        self.rate = RateView()
-        self.timeouts = (float(os.environ.get("IMGURBOX_CONNECT_TIMEOUT", CONNECT_TIMEOUT)),
-                         float(os.environ.get("IMGURBOX_READ_TIMEOUT", READ_TIMEOUT)))
-        self.backoff_scale = float(os.environ.get("IMGURBOX_BACKOFF_SCALE", 1.0))
-        self.settle_seconds = float(os.environ.get("IMGURBOX_SETTLE_SECONDS", SETTLE_SECONDS))
+        self.clock = env.clock
+        self.rate = RateView(env.clock)
+        self.timeouts = (env.connect_timeout, env.read_timeout)
+        self.backoff_scale = env.backoff_scale
+        self.settle_seconds = env.settle_seconds
         self.requests_sent = 0
         self._local = threading.local()
         self._token_lock = threading.Lock()
@@ -2369,7 +2424,8 @@ class Api:
                     raise AuthError("Imgur refused the authorization (%s): run "
                                     "`%s` to authorize again"
                                     % (_error_message(payload) or response.status_code,
-                                       auth_command()))
+                                       auth_command(os.path.dirname(
+                                           self.credentials.path))))
                 problem = "HTTP %d" % response.status_code
             if attempt + 1 < MAX_TRIES:
                 self.backoff(attempt)
@@ -2913,7 +2969,7 @@ class Executor:
                 return
             # Dated before this run's scan (the photo's Imgur date, if older), so that the
             # next run trusts the file's stat data instead of reading it again.
-            taken = (image.datetime - CLOCK_OFFSET) * 1e9 if image.datetime else float("inf")
+            taken = self.api.clock.local_ns(image.datetime) if image.datetime else float("inf")
             mtime_ns = int(min(taken, self.scan_started_ns - 2 * COARSE_MTIME_NS))
             os.utime(tmp_path, ns=(time.time_ns(), mtime_ns))
             content = content_hash(tmp_path, file_extension(name))
@@ -3123,7 +3179,7 @@ class Executor:
         looks again."""
         try:
             found = find_pending_upload(self.client, self.state, pending, {})
-            wait = pending["since"] + self.api.settle_seconds - imgur_time()
+            wait = pending["since"] + self.api.settle_seconds - self.api.clock.now()
             if found or wait <= 0:
                 return found
             self.out.detail("waiting %.0f s for Imgur to finish storing %s before sending "
@@ -3420,8 +3476,8 @@ def place_download(tmp_path: str, folder: str, name: str) -> str:
 # Commands: sync, auth, status
 ###############################################################################
 
-def api_base_url() -> str:
-    url = os.environ.get("IMGUR_API_URL") or DEFAULT_API_URL
+def api_base_url(env: Environment) -> str:
+    url = env.api_url
     if not re.match(r"https?://[^/]", url):
         raise UsageError("IMGUR_API_URL must start with http:// or https:// (it is %r)" % url)
     return url if url.endswith("/") else url + "/"
@@ -3506,9 +3562,11 @@ def scan_listed_folders(parsed: ParsedAlbums, state: StateStore, rehash: bool,
 class SyncRun:
     """One `sync`: read, scan, plan, and (when the plan needs it) talk to Imgur."""
 
-    def __init__(self, home: str, options: SyncOptions, out: Output, log: Log):
+    def __init__(self, home: str, options: SyncOptions, out: Output, log: Log,
+                 env: Environment):
         self.home = home
         self.options = options
+        self.env = env
         self.out = out
         self.log = log
         self.tally = Tally()
@@ -3518,7 +3576,8 @@ class SyncRun:
         self.unsettled = set()                  # (album ID, name): pending check failed
 
     def run(self) -> int:
-        state = StateStore.load(self.home, writable=not self.options.dry_run)
+        state = StateStore.load(self.home, writable=not self.options.dry_run,
+                                clock=self.env.clock)
         albums_bytes, parsed = read_albums(self.home, state, self.out)
         scan_started_ns = time.time_ns()
         scans = scan_listed_folders(parsed, state, self.options.rehash, self.out)
@@ -3612,17 +3671,19 @@ class SyncRun:
 
     def connect(self, state: StateStore):
         # --dry-run changes nothing, not even a file's mode: it only warns.
-        credentials = Credentials.load(self.home, self.out, fix_mode=not self.options.dry_run)
+        credentials = Credentials.load(self.home, self.out, fix_mode=not self.options.dry_run,
+                                       identity=self.env.client_identity)
         if not credentials.usable:
             if stdin_is_terminal() and not self.options.dry_run:
                 answer = prompt("No Imgur authorization yet. Run `imgurbox.py auth` now? [Y/n] ")
                 if answer.strip().lower() in ("", "y", "yes"):
-                    run_auth(self.home, self.out, self.log, take_lock=False)
-                    credentials = Credentials.load(self.home, self.out)
+                    run_auth(self.home, self.out, self.log, self.env, take_lock=False)
+                    credentials = Credentials.load(self.home, self.out,
+                                                   identity=self.env.client_identity)
             if not credentials.usable:
                 raise AuthError("imgurbox is not authorized yet: run `%s` (nothing was "
-                                "changed)" % auth_command())
-        self.api = Api(api_base_url(), credentials, self.log, self.out)
+                                "changed)" % auth_command(self.home))
+        self.api = Api(credentials, self.log, self.out, self.env)
         self.api.rate.restore(state.rate)
         if self.options.dry_run:
             self.api.read_only = True
@@ -3677,7 +3738,7 @@ class SyncRun:
             # A file edited after that upload is recorded with no hash, so that the next
             # plan replaces the image. The lost run hashed the file before it sent it,
             # so a later mtime means an edit (clocks agree to a few seconds).
-            uploaded_ns = (newest.datetime - CLOCK_OFFSET + ADOPT_CLOCK_TOLERANCE) * 1e9
+            uploaded_ns = self.api.clock.local_ns(newest.datetime + ADOPT_CLOCK_TOLERANCE)
             if file.mtime_ns > uploaded_ns:
                 record = FileRecord(newest.image_id, "", 0, 0, 0)
             else:
@@ -3747,13 +3808,13 @@ class SyncRun:
             if found is None:
                 continue
             if not found and \
-                    pending["since"] + self.api.settle_seconds > imgur_time():
+                    pending["since"] + self.api.settle_seconds > self.api.clock.now():
                 young.append(pending)
                 continue
             self._settle_pending_upload(state, pending, found)
         if not young:
             return
-        wait = max(p["since"] for p in young) + self.api.settle_seconds - imgur_time()
+        wait = max(p["since"] for p in young) + self.api.settle_seconds - self.api.clock.now()
         if wait > 0:
             self.out.info("waiting %.0f s for Imgur to finish %s an interrupted run sent, "
                           "so that nothing is uploaded twice"
@@ -4128,28 +4189,29 @@ def parse_authorize_answer(text: str) -> dict:
                      "refresh token instead"}
 
 
-def run_auth(home: str, out: Output, log: Log, take_lock: bool = True) -> int:
+def run_auth(home: str, out: Output, log: Log, env: Environment,
+             take_lock: bool = True) -> int:
     """`auth`: from client ID, secret and a refresh token (or the browser) to a saved,
     checked credentials.json."""
     lock = acquire_lock(home) if take_lock else None
     try:
-        return _auth(home, out, log)
+        return _auth(home, out, log, env)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _auth(home: str, out: Output, log: Log) -> int:
+def _auth(home: str, out: Output, log: Log, env: Environment) -> int:
     interactive = stdin_is_terminal()
     try:
-        credentials = Credentials.load(home, out)
+        credentials = Credentials.load(home, out, identity=env.client_identity)
     except UsageError as e:                     # damaged or unreadable
         if not interactive:
             raise
         problem = e.problem if isinstance(e, CredentialsDamaged) else str(e)
         out.warn("%s; auth will replace it" % problem)
         credentials = Credentials(os.path.join(home, CREDENTIALS_FILE), {})
-    refresh_from_env = os.environ.get("IMGUR_REFRESH_TOKEN")
+    refresh_from_env = env.refresh_token
     if not interactive and not refresh_from_env:
         raise AuthError("`auth` needs a terminal, or IMGUR_REFRESH_TOKEN (with "
                         "IMGUR_CLIENT_ID and IMGUR_CLIENT_SECRET or credentials.json)")
@@ -4158,7 +4220,7 @@ def _auth(home: str, out: Output, log: Log) -> int:
         client_secret = credentials["client_secret"] or _ask(interactive, "Imgur client secret (not shown): ", secret=True)
         register_secret(client_secret)
         credentials.values.update(client_id=client_id.strip(), client_secret=client_secret.strip())
-        api = Api(api_base_url(), credentials, log, out)
+        api = Api(credentials, log, out, env)
         try:
             tokens = _obtain_tokens(api, credentials, refresh_from_env, out)
             credentials.update(access_token=tokens.get("access_token"),
@@ -4235,7 +4297,7 @@ def run_status(home: str, out: Output) -> int:
     """`status`: per folder, what is synced and what waits; no lock, request or write."""
     state = StateStore.load(home, writable=False)
     _, parsed = read_albums(home, state, out)
-    scans = scan_listed_folders(parsed, state, False, Output(-1, None))
+    scans = scan_listed_folders(parsed, state, False, Output(-1, None, no_color=True))
     targets = settle_checked(parsed, state, scans)
     plan = plan_sync(targets, scans, state, {}, PlanOptions())
     last_ok = last_successful_run(home)
@@ -4454,12 +4516,11 @@ def parse_args(argv: list) -> argparse.Namespace:
     return args
 
 
-_AUTH_HOME: list = []                       # the home, when not the script's folder
-
-
-def auth_command() -> str:
+def auth_command(home: str) -> str:
     """The command that authorizes this very home, for messages."""
-    return "python3 imgurbox.py%s auth" % (' --home "%s"' % _AUTH_HOME[0] if _AUTH_HOME else "")
+    script_folder = os.path.dirname(os.path.abspath(__file__))
+    named = folder_key(home) != folder_key(script_folder)
+    return "python3 imgurbox.py%s auth" % (' --home "%s"' % home if named else "")
 
 
 def require_writable(home: str) -> None:
@@ -4481,18 +4542,14 @@ def require_network_libraries() -> None:
                              % (sys.executable, module, sys.executable, requirements))
 
 
-def resolve_home(args) -> str:
+def resolve_home(args, env: Environment) -> str:
     script_folder = os.path.dirname(os.path.abspath(__file__))
-    source = "--home" if args.home else "IMGURBOX_HOME" if os.environ.get("IMGURBOX_HOME") \
-        else None
-    home = os.path.abspath(os.path.expanduser(args.home or os.environ.get("IMGURBOX_HOME")
-                                              or script_folder))
+    source = "--home" if args.home else "IMGURBOX_HOME" if env.home else None
+    home = os.path.abspath(os.path.expanduser(args.home or env.home or script_folder))
     if not os.path.isdir(home):
         raise UsageError("home folder %s (from %s) %s: create it, or name another" % (
             home, source or "the script's folder",
             "is not a folder" if os.path.exists(home) else "does not exist"))
-    if folder_key(home) != folder_key(script_folder):
-        _AUTH_HOME[:] = [home]
     return home
 
 
@@ -4538,28 +4595,33 @@ def main(argv: list | None = None) -> int:
         except (AttributeError, ValueError):
             pass
     log = None
-    out = Output(0, None)
+    try:
+        env = Environment.read(os.environ)      # the only read of the environment
+    except UsageError as e:
+        Output(0, None, no_color=True).error(str(e))
+        return EXIT_USAGE
+    out = Output(0, None, env.no_color)
     saved = ""                                  # what an interruption message adds
     try:
         args = parse_args(argv)
         verbosity = -1 if args.quiet else (1 if args.verbose else 0)
-        home = resolve_home(args)
+        home = resolve_home(args, env)
         log = Log(home) if args.command != "status" else None     # status writes nothing
-        out = Output(verbosity, log)
+        out = Output(verbosity, log, env.no_color)
         if hasattr(signal, "SIGTERM"):
             signal.signal(signal.SIGTERM, _on_sigterm)
         if args.command == "status":
             return run_status(home, out)
         if args.command == "auth":
             require_writable(home)
-            return run_auth(home, out, log)
+            return run_auth(home, out, log, env)
         options = SyncOptions(args.dry_run, args.verify, args.rehash, args.force,
                               args.max_delete, args.jobs)
         require_writable(home)
         lock = acquire_lock(home)
         saved = "; state saved, the next run carries on"
         try:
-            return SyncRun(home, options, out, log).run()
+            return SyncRun(home, options, out, log, env).run()
         finally:
             lock.release()
     except KeyboardInterrupt:
