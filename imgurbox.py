@@ -173,8 +173,13 @@ class LockHeldError(ImgurboxError):
 
 
 class AuthError(ImgurboxError):
-    """Credentials are missing, or Imgur refused them: run `imgurbox.py auth`."""
+    """Credentials are missing, or Imgur refused them: run `imgurbox.py auth`.
+    `problem` is the message without the advice to run auth, for `auth` itself."""
     exit_code = EXIT_AUTH
+
+    def __init__(self, problem: str, advice: str = ""):
+        super().__init__("%s: %s" % (problem, advice) if advice else problem)
+        self.problem, self.advice = problem, advice
 
 
 class RateLimitError(ImgurboxError):
@@ -2384,7 +2389,8 @@ class Api:
             if token_used is not None and token_used == self._fresh_token:
                 return False
             if getattr(self, "_refresh_refused", None):
-                raise AuthError(self._refresh_refused)   # refused once: never asked again
+                refused = self._refresh_refused         # refused once: never asked again
+                raise AuthError(refused.problem, refused.advice)
             try:
                 answer = self._token_request({
                     "refresh_token": self.credentials["refresh_token"],
@@ -2392,7 +2398,7 @@ class Api:
                     "client_secret": self.credentials["client_secret"],
                     "grant_type": "refresh_token"})
             except AuthError as e:
-                self._refresh_refused = str(e)
+                self._refresh_refused = e
                 raise
             self.credentials.update(access_token=answer.get("access_token"),
                                     refresh_token=answer.get("refresh_token"),
@@ -2421,11 +2427,10 @@ class Api:
                         for key in ("access_token", "refresh_token"):
                             register_secret(payload.get(key))
                         return payload
-                    raise AuthError("Imgur refused the authorization (%s): run "
-                                    "`%s` to authorize again"
-                                    % (_error_message(payload) or response.status_code,
-                                       auth_command(os.path.dirname(
-                                           self.credentials.path))))
+                    raise AuthError("Imgur refused the authorization (%s)"
+                                    % (_error_message(payload) or response.status_code),
+                                    "run `%s` to authorize again" % auth_command(
+                                        os.path.dirname(self.credentials.path)))
                 problem = "HTTP %d" % response.status_code
             if attempt + 1 < MAX_TRIES:
                 self.backoff(attempt)
@@ -4229,8 +4234,9 @@ def _auth(home: str, out: Output, log: Log, env: Environment) -> int:
         except (AuthError, RequestFailed) as e:
             if not interactive or isinstance(e, NoAnswer):
                 raise AuthError(str(e))
+            problem = e.problem if isinstance(e, AuthError) else str(e)
             out.error("%s. Check the client ID, secret and token, and try again."
-                      % str(e).split(": run `")[0])     # (we are in `auth` already)
+                      % problem)                        # (we are in `auth` already)
             credentials.values.update(client_id=None, client_secret=None)
             refresh_from_env = None
             continue
