@@ -3,6 +3,7 @@
 
     python3 tests/bench/run.py            # the full run (a few minutes)
     python3 tests/bench/run.py --quick    # smaller sizes, for a quick look
+    python3 tests/bench/run.py --noop     # only (g), the no-op cost (issue 12, item 6)
 
 Run it from the repository root with imgurbox's and the tests' requirements installed.
 Everything talks to tests/fake_imgur.py on 127.0.0.1 (run in this process); imgurbox and
@@ -17,7 +18,14 @@ the baselines run as their own processes, as a user would run them. It prints:
   (d) peak RSS of imgurbox uploading a 150 MB GIF, against the same run with a tiny file;
   (e) requests and credits per change, each change on its own and a mixed set at once;
   (f) first sync of 20,000 files against a zero-latency fake: total time, and the time
-      spent in the state store (journal appends, the final fold into state.json).
+      spent in the state store (journal appends, the final fold into state.json);
+  (g) the no-op cost in parts (issue 12, item 6): a no-op run over 20 x 1,000 and
+      100 x 1,000 files, the bare scandir+stat walk of the same folders, `imgurbox.py
+      --version` and `python3 -c pass` (medians, alternated); and the per-file ratio at
+      100 x 1,000: (no-op - --version) / (walk - `-c pass`), target at most 2x, with
+      `--version` at most 0.08 s above `-c pass`. Its state is built with imgurbox's own
+      scan and StateStore (every file hashed and recorded as a sync records it), not by
+      100,000 uploads, so it takes a minute, not ten.
 
 Not collected by pytest (tests/bench/conftest.py); timings are never asserted anywhere.
 """
@@ -414,12 +422,104 @@ def bench_changes(root: Path) -> list:
     return lines
 
 
+# --------------------------------------------------------------------------- (g)
+
+BUILD_STATE = textwrap.dedent("""
+    # The state a sync of these folders leaves, built with imgurbox's own code: every
+    # file scanned and hashed, one album per folder titled by the folder's name.
+    import os, sys, time
+    sys.path.insert(0, sys.argv[1])
+    import imgurbox
+    home, folders = sys.argv[2], sys.argv[3:]
+    started_ns = time.time_ns()
+    state = imgurbox.StateStore.load(home)
+    lines = []
+    for number, folder in enumerate(folders):
+        scan = imgurbox.scan_folder(folder, {}, 0)
+        album_id = "Alb%04d" % number
+        state.albums[album_id] = imgurbox.AlbumState(
+            album_id=album_id, folder=folder, title=os.path.basename(folder),
+            owner="alice", last_sync=imgurbox.iso_now(),
+            files={name: imgurbox.FileRecord("I%03d%05d" % (number, index), found.hash,
+                                             found.size, found.mtime_ns, found.inode)
+                   for index, (name, found) in enumerate(sorted(scan.files.items()))})
+        lines.append("%s -> %s\\n" % (folder, imgurbox.ALBUM_URL.format(album_id)))
+    state.scanned_at_ns = started_ns
+    state.dirty = True
+    state.save()
+    with open(os.path.join(home, imgurbox.ALBUMS_FILE), "w") as f:
+        f.write("".join(lines))
+""")
+
+WALK = ("import os, sys\nfor folder in sys.argv[1:]:\n"
+        "    for entry in os.scandir(folder):\n        entry.stat()\n")
+
+
+def bench_noop_costs(root: Path, sizes: tuple, per_folder: int, runs: int) -> tuple:
+    """(g): no-op runs at each size, the bare walk, --version and `-c pass`."""
+    fake = FakeImgur(**UNLIMITED)           # a no-op must not call it; counted below
+    fake.start()
+    homes, argvs, rows, measured = {}, {}, [], {}
+    try:
+        for folders in sizes:
+            home = Home(root, fake, "noop%d" % folders)
+            dirs = [home.folder("F%03d" % f, {"p%04d.jpg" % i: jpeg((f, i))
+                                              for i in range(per_folder)})
+                    for f in range(folders)]
+            subprocess.run([PY, "-c", BUILD_STATE, str(REPO), str(home.path),
+                            *map(str, dirs)], env=home.env(), check=True)
+            home.run()                      # warm-up: page cache, __pycache__ of stdlib
+            homes[folders] = (home, (home.path / "state.json").stat().st_mtime_ns)
+            argvs["noop%d" % folders] = (home.command(), home.env())
+            argvs["walk%d" % folders] = ([PY, "-c", WALK, *map(str, dirs)], None)
+        env = homes[sizes[0]][0].env()
+        argvs["version"] = ([PY, str(IMGURBOX), "--version"], env)
+        argvs["pass"] = ([PY, "-c", "pass"], env)
+        fake.reset_requests()
+        times = {key: [] for key in argvs}
+        for _ in range(runs):               # alternated: load on this machine shifts
+            for key, (argv, env) in argvs.items():
+                times[key].append(timed(argv, env))
+        requests = len(fake.api_requests())
+        rewritten = any((home.path / "state.json").stat().st_mtime_ns != mtime
+                        for home, mtime in homes.values())
+    finally:
+        fake.stop()
+    m = {key: statistics.median(values) for key, values in times.items()}
+    version_over = m["version"] - m["pass"]
+    rows.append(row("(g) `--version` against `python3 -c pass` (median of %d)" % runs,
+                    "%.3f s" % m["version"], "%.3f s" % m["pass"],
+                    "+%.3f s" % version_over, "<= +0.080 s", version_over <= 0.080))
+    for folders in sizes:
+        n = folders * per_folder
+        noop, walk = m["noop%d" % folders], m["walk%d" % folders]
+        ours = (noop - m["version"]) / n
+        theirs = (walk - m["pass"]) / n
+        measured[folders] = (ours, theirs)
+        last = folders == sizes[-1]
+        rows.append(row(
+            "(g) no-op, %d folders x %d files: per-file work%s" % (
+                folders, per_folder, "" if last else " (for information)"),
+            "%.3f s run (%d requests, state.json %s); %.2f us/file over --version" % (
+                noop, requests, "rewritten" if rewritten else "untouched", ours * 1e6),
+            "%.3f s walk; %.2f us/file over -c pass" % (walk, theirs * 1e6),
+            "%.2fx" % (ours / theirs), "<= 2x" if last else "-",
+            (ours <= 2 * theirs if last else True) and requests == 0 and not rewritten))
+    detail = "(g) medians of %d: %s" % (runs, ", ".join(
+        "%s %.3f s" % (key, value) for key, value in m.items()))
+    return rows, detail
+
+
 # --------------------------------------------------------------------------- main
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--noop", action="store_true",
+                        help="only (g), the no-op cost in parts (about 2 minutes)")
+    parser.add_argument("--runs", type=int, default=None,
+                        help="runs per figure in (g) (default 9; 5 with --quick)")
     args = parser.parse_args(argv)
     quick = args.quick
     root = Path(tempfile.mkdtemp(prefix="imgurbox-bench-"))
@@ -429,12 +529,24 @@ def main(argv=None) -> int:
         platform.platform(), os.cpu_count(), platform.python_version(),
         platform.python_implementation(), root))
     try:
+        noop_rows, noop_detail = bench_noop_costs(
+            root, (20, 100), 1000, args.runs or (5 if quick else 9))
+        if args.noop:
+            print()
+            print("| measure | imgurbox | baseline | ratio | target | met |")
+            print("| --- | --- | --- | --- | --- | --- |")
+            for line in noop_rows:
+                print(line)
+            print()
+            print(noop_detail)
+            return 0
         rows = []
         big_rows, detail = bench_big_sync_and_noop(
             root, 20, 100 if quick else 1000, 5 if quick else 7)
         rows += bench_throughput(root, 40 if quick else 200, 100_000)
         rows += bench_big_gif(root, (30 if quick else 150) * 10**6)
         rows += big_rows
+        rows += noop_rows
         print()
         print("| measure | imgurbox | baseline | ratio | target | met |")
         print("| --- | --- | --- | --- | --- | --- |")
@@ -442,6 +554,7 @@ def main(argv=None) -> int:
             print(line)
         print()
         print(detail)
+        print(noop_detail)
         print()
         print("(e) requests and credits per change (each on its own, then all at once):")
         print()
