@@ -1973,7 +1973,10 @@ def stdin_is_terminal() -> bool:
 
 
 ###############################################################################
-# Imgur client: imgurpython's ImgurClient with imgurbox's own make_request
+# Imgur client. Api sends every request (two retry tiers: transport, then one token
+# refresh for a refusal about the token). make_client gives imgurpython's ImgurClient
+# imgurbox's own make_request. RemoteReader is what a run reads of Imgur; Remote adds
+# the only write methods and the never-twice protocol for uploads and album creations.
 ###############################################################################
 
 class Credentials:
@@ -2279,7 +2282,8 @@ class Api:
             return {"Authorization": "Client-ID %s" % self.credentials["client_id"]}, None
         return {"Authorization": "Bearer %s" % token}, token
 
-    def _note_outcome(self, failed: bool) -> None:
+    def note_outcome(self, failed: bool) -> None:
+        """Count requests that failed after all their tries: too many in a row stop the run."""
         with self._count_lock:
             self._failed_in_a_row = self._failed_in_a_row + 1 if failed else 0
             if self._failed_in_a_row >= MAX_FAILED_REQUESTS_IN_A_ROW:
@@ -2289,10 +2293,14 @@ class Api:
 
     def request(self, method: str, route: str, params=None, data=None, files_body=None,
                 anon: bool = False, idempotent: bool = True):
-        """Send one API call, retried as README "Reliability" says; returns the answer's `data`.
+        """Send one API call and return the answer's `data` (README "Reliability").
 
-        A non-idempotent call (upload, album creation) whose outcome is unknown raises
-        OutcomeUnknown: the caller looks before sending it again.
+        Two tiers of retry. The transport tier (_exchange) sends again what went wrong on
+        the way: no answer, a 5xx, an answer that is not JSON, Imgur over capacity. The
+        refusal tier, here, answers a refusal about the token with one refresh and one
+        more exchange; every other refusal is final. A non-idempotent call (upload, album
+        creation) whose outcome is unknown raises OutcomeUnknown: the caller looks before
+        sending it again.
         """
         url = self.base_url + "3/" + route
         if method != "GET":
@@ -2301,21 +2309,55 @@ class Api:
             # No access token yet (credentials brought by hand): a Client-ID upload would
             # be anonymous, outside every album, so get a user token first.
             self.refresh(None)
-        refreshed, attempt, waited, last_problem = False, 0, 0.0, ""
+        refreshed = False
+        while True:
+            status, payload, token_used = self._exchange(method, url, route, params, data,
+                                                         files_body, anon, idempotent)
+            message = _error_message(payload)
+            can_refresh = not anon and not refreshed and bool(self.credentials["refresh_token"])
+            if status == 429 and can_refresh and not self.rate.exhausted() \
+                    and self.refresh(token_used):
+                # Since 2025 Imgur answers some stale tokens with a 429 while the
+                # credits are plainly left: one refresh is free, and tells them apart.
+                refreshed = True
+                continue
+            if _is_rate_limit(status, message):
+                raise RateLimitError("Imgur's rate limit: %s" % (message or status),
+                                     self.rate.reset_at())
+            if self._is_token_problem(status, message) and not anon:
+                if not can_refresh or not self.refresh(token_used):
+                    self.note_outcome(False)
+                    raise RequestRefused("refused after a token refresh: %s"
+                                         % (message or status), status)
+                refreshed = True
+                continue
+            self.note_outcome(False)
+            if status >= 400:
+                raise RequestRefused(message or "HTTP %d" % status, status)
+            if isinstance(payload, dict) and "data" in payload:
+                return payload["data"]
+            return payload
+
+    def _exchange(self, method: str, url: str, route: str, params, data, files_body,
+                  anon: bool, idempotent: bool) -> tuple:
+        """The transport tier: send until an answer comes that says something, with
+        backoff, at most MAX_TRIES times and 30 s of waiting. Returns (status, JSON
+        payload, the access token sent)."""
+        attempt, waited = 0, 0.0
         while True:
             headers, token_used = self._auth_header(anon)
             body = data
             if files_body is not None:
                 body, headers["Content-Type"] = files_body()
-            problem, unknown = None, False
+            unknown = True
             try:
                 with self._count_lock:
                     self.requests_sent += 1
                 response = self.session().request(method, url, params=params, data=body,
                                                   headers=headers, timeout=self.timeouts)
             except self._requests.RequestException as e:
-                problem, unknown = "no answer from %s (%s)" % (
-                    urllib.parse.urlsplit(url).netloc, type(e).__name__), True
+                problem = "no answer from %s (%s)" % (urllib.parse.urlsplit(url).netloc,
+                                                      type(e).__name__)
             else:
                 # A 429 without rate headers is judged by the previous answer's: update()
                 # keeps what no header replaces.
@@ -2329,44 +2371,17 @@ class Api:
                         "%r, CDN-Error): nothing is wrong with your files and none was "
                         "marked refused; try again from another network" % (message or ""))
                 if _is_over_capacity(status, message) or (status == 403 and payload is None):
-                    problem = "Imgur is over capacity (HTTP %d)" % status
-                elif status == 429 and not anon and not refreshed and \
-                        self.credentials["refresh_token"] and not self.rate.exhausted() \
-                        and self.refresh(token_used):
-                    # Since 2025 Imgur answers some stale tokens with a 429 while the
-                    # credits are plainly left: one refresh is free, and tells them apart.
-                    refreshed = True
-                    continue
-                elif _is_rate_limit(status, message):
-                    raise RateLimitError("Imgur's rate limit: %s" % (message or status),
-                                         self.rate.reset_at())
-                elif status >= 500 or payload is None:
-                    problem, unknown = "HTTP %d%s" % (status, "" if payload is not None
-                                                      else ", not JSON"), True
-                elif self._is_token_problem(status, message) and not anon:
-                    if refreshed or not self.credentials["refresh_token"] \
-                            or not self.refresh(token_used):
-                        self._note_outcome(False)
-                        raise RequestRefused("refused after a token refresh: %s"
-                                             % (message or status), status)
-                    refreshed = True
-                    continue
-                elif status >= 400:
-                    self._note_outcome(False)
-                    raise RequestRefused(message or "HTTP %d" % status, status)
+                    problem, unknown = "Imgur is over capacity (HTTP %d)" % status, False
+                elif status != 429 and (status >= 500 or payload is None):
+                    problem = "HTTP %d%s" % (status, "" if payload is not None else ", not JSON")
                 else:
-                    self._note_outcome(False)
-                    if isinstance(payload, dict) and "data" in payload:
-                        return payload["data"]
-                    return payload
-            last_problem = problem
+                    return status, payload, token_used
             if unknown and not idempotent:
                 raise OutcomeUnknown(problem)
             attempt += 1
             if attempt >= MAX_TRIES or waited >= MAX_BACKOFF_TOTAL * self.backoff_scale:
-                self._note_outcome(True)
-                raise GaveUp("%s %s failed %d times: %s"
-                             % (method, route, attempt, last_problem))
+                self.note_outcome(True)
+                raise GaveUp("%s %s failed %d times: %s" % (method, route, attempt, problem))
             waited += self.backoff(attempt - 1)
 
     @staticmethod
@@ -2434,7 +2449,7 @@ class Api:
                 problem = "HTTP %d" % response.status_code
             if attempt + 1 < MAX_TRIES:
                 self.backoff(attempt)
-        self._note_outcome(True)
+        self.note_outcome(True)
         raise GaveUp("cannot reach Imgur to refresh the token: %s" % problem)
 
     def download(self, link: str, destination, on_bytes: Callable[[int], None]) -> str:
@@ -2465,7 +2480,7 @@ class Api:
                 raise RequestRefused(str(e), e.response.status_code if e.response is not None else 0)
             except self._requests.RequestException:
                 if attempt + 1 == MAX_TRIES:
-                    self._note_outcome(True)
+                    self.note_outcome(True)
                     raise GaveUp("download of %s failed %d times" % (link, MAX_TRIES))
                 self.backoff(attempt)
         return link
@@ -2652,46 +2667,17 @@ def _md5(path: str) -> str:
     return digest.hexdigest()
 
 
-###############################################################################
-# Executor: applies a plan's actions, and so makes nearly every change, local or remote.
-# The others, all in SyncRun: the recovery passes before the plan (they read albums,
-# adopt into the state, and re-send one album update to make it hidden), and
-# finish_state / rewrite_albums after it (state.json, albums.txt). Api.refresh rewrites
-# credentials.json. Every remote write, wherever it comes from, passes Api's write gate,
-# which refuses it in a dry run.
-###############################################################################
-
-@dataclasses.dataclass
-class SyncOptions:
-    dry_run: bool = False
-    verify: bool = False
-    rehash: bool = False
-    force: bool = False
-    max_delete: int | None = None
-    jobs: int = 4
+def _privacy_problem(seen: tuple) -> str | None:
+    """None if an album view shows it hidden, else what Imgur shows."""
+    if seen[1] == "hidden":
+        return None
+    return "Imgur shows its privacy as %r" % (seen[1] or "unknown")
 
 
-@dataclasses.dataclass
-class Tally:
-    """What the run did, for the summary line and the exit code."""
-    counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-    failed: int = 0
-    held: int = 0
-    rate_limit: RateLimitError | None = None
-    auth_error: AuthError | None = None
-    stopped: ImgurboxError | None = None
-
-    def exit_code(self) -> int:
-        if self.auth_error:
-            return EXIT_AUTH
-        if self.rate_limit:
-            return EXIT_RATE_LIMIT
-        return EXIT_FAILED if (self.failed or self.held or self.stopped) else EXIT_OK
-
-
-class UploadSkipped(NamedTuple):
-    """An upload that did not start; `reason` is what the user is told, if anything."""
-    reason: str                  # "no album", "vanished", "changed" or "not started"
+def _album_view(data) -> tuple:
+    if not isinstance(data, dict):
+        return ("", None)
+    return (str(data.get("title") or ""), data.get("privacy"))
 
 
 class UploadResult(NamedTuple):
@@ -2740,16 +2726,337 @@ class Transfer:
             self.abandoned = True
 
 
+class RemoteReader:
+    """Imgur as a run reads it: albums, their images, the account. What a --dry-run gets:
+    it has no write method, so a dry run cannot write by construction (and Api's write
+    gate would refuse a request that slipped past)."""
+
+    def __init__(self, api: Api, state: StateStore):
+        self.api = api
+        self.client = make_client(api)
+        self.state = state
+        self.clock = api.clock
+        self.rate = api.rate
+        self.settle_seconds = api.settle_seconds
+        self.answer_timeout = api.timeouts[1]
+
+    def album(self, album_id: str) -> dict:
+        data = self.client.make_request("GET", "album/%s" % album_id)
+        return data if isinstance(data, dict) else {}
+
+    def album_view(self, album_id: str) -> tuple:
+        """(title, privacy) as Imgur shows them now."""
+        return _album_view(self.album(album_id))
+
+    def album_images(self, album_id: str) -> list:
+        return self.client.album_images(album_id)
+
+    def image_exists(self, image_id: str) -> bool:
+        try:
+            self.client.make_request("GET", "image/%s" % image_id)
+        except RequestFailed as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+    def account(self) -> dict:
+        data = self.client.make_request("GET", "account/me")
+        return data if isinstance(data, dict) else {}
+
+    def account_albums(self, page: int) -> list:
+        # Not imgurpython's get_account_albums: it refuses "me" without its own auth
+        # object, which this client (its make_request replaced) does not have.
+        data = self.client.make_request("GET", "account/me/albums/%d" % page)
+        return data if isinstance(data, list) else []
+
+    def pause(self) -> None:
+        self.api.pause()
+
+    # -- looking for what an interrupted operation did ------------------------------------
+
+    def look_for_upload(self, pending: dict, cache: dict) -> list:
+        """IDs of images that may be this pending upload: unknown to the state, same
+        name, made no earlier than 120 s before it was recorded; oldest first."""
+        album_id = pending["album"]
+        if album_id not in cache:
+            cache[album_id] = self.album_images(album_id)
+        known = self.state.known_image_ids()
+        since = pending["since"] - PENDING_CLOCK_SLACK
+        found = [image for image in cache[album_id]
+                 if image.image_id not in known and image.name == pending["name"]
+                 and image.datetime >= since]
+        found.sort(key=lambda image: (image.datetime, image.image_id))
+        return [image.image_id for image in found]
+
+    def look_for_album(self, pending: dict) -> list:
+        """IDs of albums that may be this pending creation: made since it was recorded
+        and unknown to the state; the title only breaks ties, since Imgur has been seen
+        to ignore the fields of an album write."""
+        since = pending["since"] - PENDING_CLOCK_SLACK
+        found, page = [], 0
+        while True:
+            albums = self.account_albums(page)
+            for album in albums:
+                if not isinstance(album, dict) or not album.get("id"):
+                    continue
+                made = _as_int(album.get("datetime"))
+                if made >= since and str(album["id"]) not in self.state.albums:
+                    found.append((made, str(album["id"]),
+                                  album.get("title") == pending["title"]))
+            if len(albums) < ALBUMS_PER_PAGE:
+                break
+            page += 1
+        if len(found) > 1:
+            found = [candidate for candidate in found if candidate[2]] or found
+        return [album_id for _, album_id, _ in sorted(found)]
+
+    def settle_wait(self, pending: dict) -> float:
+        """Seconds until a pending upload's record is as old as the settle time: before
+        that Imgur may still be storing what it received, and not finding it proves
+        nothing."""
+        return pending["since"] + self.settle_seconds - self.clock.now()
+
+    # -- the never-twice protocol's bookkeeping (local: the state only) -------------------
+
+    def record_upload(self, pending: dict, found: UploadResult, replaces: str | None) -> None:
+        """An upload's image is known (its answer came, or a look found it): record it,
+        then resolve its pending record. `replaces` is the image of the version it
+        replaces, kept for deletion first: a crash between the two journal lines must
+        not forget the old version on Imgur. Extra candidates are never adopted."""
+        album_id, name = pending["album"], pending["name"]
+        if replaces and replaces != found.image_id:
+            self.state.add_to_delete(album_id, replaces)
+        self.state.set_file(album_id, name, FileRecord(
+            found.image_id, pending["hash"], pending["size"], pending["mtime_ns"],
+            pending["inode"]))
+        for extra in found.extra_ids:
+            self.state.ignore_image(album_id, extra)
+        self.state.resolve_pending(pending["id"])
+
+    def record_album(self, pending: dict, album_id: str) -> None:
+        """An album creation's album is known: recorded as not yet verified hidden (so
+        that one that turns out public is known, and checked, rather than forgotten on
+        Imgur), then its pending record resolved."""
+        self.state.set_album(album_id, folder=pending["folder"], listed=True,
+                             title=pending["title"], privacy_unverified=True)
+        self.state.resolve_pending(pending["id"])
+
+    def drop_pending(self, pending: dict) -> None:
+        """The operation is known not to have happened (or has nothing left to check)."""
+        self.state.resolve_pending(pending["id"])
+
+    def hidden_problem(self, album_id: str) -> str | None:
+        """None if Imgur shows the album hidden, else what it shows (a read only)."""
+        return _privacy_problem(self.album_view(album_id))
+
+
+class Remote(RemoteReader):
+    """Imgur as a run changes it: the only code with write methods (albums created,
+    retitled and hidden; images uploaded, added, removed, deleted, updated, downloaded).
+
+    Uploads and album creations follow the never-twice protocol here and nowhere else:
+    the operation is recorded as pending (journaled durably before it is sent), sent,
+    and when its outcome is unknown, looked for on Imgur; what is found is adopted,
+    and only what is not found is sent again (README, "Reliability").
+    """
+
+    # -- albums ---------------------------------------------------------------------------
+
+    def creation_unresolved(self, folder: str) -> bool:
+        return any(p["op"] == "create_album" and folder_key(p["folder"]) == folder_key(folder)
+                   for p in self.state.pending)
+
+    def create_album(self, folder: str, title: str) -> str:
+        """Create a hidden album; its ID, recorded in the state as not yet verified."""
+        pending = self.state.add_pending({"op": "create_album", "folder": folder,
+                                          "title": title})
+        for attempt in range(MAX_TRIES):
+            try:
+                answer = self.client.create_album({"title": title, "privacy": "hidden"})
+                album_id = str(answer["id"])
+                break
+            except OutcomeUnknown:
+                self.api.backoff(attempt)
+                found = self.look_for_album(pending)
+                if len(found) > 1:
+                    raise RequestRefused("several albums titled %r appeared; adopted none: "
+                                         "delete the extra ones on Imgur" % title, 0)
+                if found:
+                    album_id = found[0]
+                    break
+        else:
+            raise GaveUp("album creation failed %d times" % MAX_TRIES)
+        self.record_album(pending, album_id)
+        return album_id
+
+    def make_hidden(self, album_id: str, title: str) -> str | None:
+        """Read an album back; None once Imgur shows it hidden with this title, else what
+        it shows.
+
+        Imgur has ignored fields of album writes (and a new album takes the account's
+        default privacy, which may be public), so the privacy sent is not taken on trust.
+        A read right after a write may be stale: a difference is read again after a
+        pause. If the album still differs, one update sets title and privacy, and a
+        second read checks.
+        """
+        def read_settled():
+            seen = self.album_view(album_id)
+            if seen != (title, "hidden"):
+                self.pause()
+                seen = self.album_view(album_id)
+            return seen
+        if read_settled() == (title, "hidden"):
+            return None
+        self.client.update_album(album_id, {"title": title, "privacy": "hidden"})
+        return _privacy_problem(read_settled())
+
+    def retitle_album(self, album_id: str, title: str) -> None:
+        self.client.update_album(album_id, {"title": title})
+
+    def add_images(self, album_id: str, image_ids: list) -> None:
+        self.client.album_add_images(album_id, image_ids)
+
+    def remove_images(self, album_id: str, image_ids: list) -> None:
+        self.client.album_remove_images(album_id, image_ids)
+
+    # -- images ---------------------------------------------------------------------------
+
+    def delete_image(self, image_id: str) -> None:
+        """Delete an image; one already gone counts as deleted."""
+        try:
+            self.client.delete_image(image_id)
+        except RequestFailed as e:
+            if e.status != 404:
+                raise
+
+    def update_image(self, image_id: str, fields: dict) -> None:
+        self.client.make_request("POST", "image/%s" % image_id, fields)
+
+    def download(self, link: str, destination, on_bytes: Callable[[int], None]) -> str:
+        """Stream an image link into an open file; the final URL (removed.png if gone)."""
+        return self.api.download(link, destination, on_bytes)
+
+    def begin_upload(self, album_id: str, file: ScannedFile) -> dict:
+        """Record an upload as pending. Journaled but not yet durable: commit_pending()
+        makes a batch durable with one fsync before any of it is sent (group commit: an
+        fsync costs as much as a fast upload, so one per upload would double a big first
+        sync)."""
+        return self.state.add_pending({"op": "upload", "album": album_id, "name": file.name,
+                                       "hash": file.hash, "size": file.size,
+                                       "mtime_ns": file.mtime_ns, "inode": file.inode},
+                                      durable=False)
+
+    def commit_pending(self) -> None:
+        self.state.sync_journal()
+
+    def upload(self, pending: dict, path: str, on_bytes, transfer: Transfer,
+               stop: threading.Event, say: Callable[[str], None]) -> UploadResult:
+        """Send a pending upload (in a worker thread); after an unknown outcome, look for
+        it before sending it again. Refused outright (rate limit, authorization), the
+        error carries `not_sent`: nothing was sent, so nothing is pending."""
+        for attempt in range(MAX_TRIES):
+            try:
+                answer = self.client.upload_file(path, pending["album"], pending["name"],
+                                                 on_bytes, transfer)
+                return UploadResult(str(answer["id"]))
+            except (AuthError, RateLimitError) as e:
+                e.not_sent = attempt == 0
+                raise
+            except OutcomeUnknown:
+                if stop.is_set():                   # the next run looks for it
+                    raise UploadAbandoned(True) from None
+                self.api.backoff(attempt)
+                found = self._look_before_resending(pending, stop, say)
+                if found:
+                    return UploadResult(found[0], tuple(found[1:]))
+        self.api.note_outcome(True)
+        raise GaveUp("upload failed %d times with no answer" % MAX_TRIES)
+
+    def _look_before_resending(self, pending: dict, stop: threading.Event, say) -> list:
+        """Imgur may still be storing what it received: a record younger than the settle
+        time waits out the rest and looks again."""
+        try:
+            found = self.look_for_upload(pending, {})
+            wait = self.settle_wait(pending)
+            if found or wait <= 0:
+                return found
+            say("waiting %.0f s for Imgur to finish storing %s before sending it again"
+                % (wait, pending["name"]))
+            if stop.wait(wait):
+                raise UploadAbandoned(True)
+            return self.look_for_upload(pending, {})
+        except RequestFailed as e:
+            # The check failed, not the upload: its outcome stays unknown, and so the
+            # pending record stays for the next run.
+            raise GaveUp("could not check whether the upload arrived: %s" % e) from None
+
+    def end_upload(self, pending: dict, outcome: BaseException) -> None:
+        """An upload ended without an image: drop its pending record if the outcome shows
+        it was not performed; otherwise it stays, and the next run looks for it."""
+        if isinstance(outcome, UploadAbandoned):
+            performed = outcome.maybe_performed        # its body never left whole
+        elif isinstance(outcome, (RateLimitError, AuthError, ServiceDownError)):
+            performed = not getattr(outcome, "not_sent", False)
+        elif isinstance(outcome, RequestRefused):
+            performed = not 400 <= outcome.status < 500
+        else:
+            performed = True
+        if not performed:
+            self.drop_pending(pending)
+
+
+###############################################################################
+# Executor: applies a plan's actions through a Remote, and so makes nearly every change,
+# local or remote. The others, all in SyncRun: the recovery passes before the plan (they
+# read albums, adopt into the state, and make an unverified album hidden, through the
+# same Remote), and finish_state / rewrite_albums after it (state.json, albums.txt).
+# Api.refresh rewrites credentials.json. A dry run gets a RemoteReader, which has no
+# write method; Api's write gate refuses a write that slipped past.
+###############################################################################
+
+@dataclasses.dataclass
+class SyncOptions:
+    dry_run: bool = False
+    verify: bool = False
+    rehash: bool = False
+    force: bool = False
+    max_delete: int | None = None
+    jobs: int = 4
+
+
+@dataclasses.dataclass
+class Tally:
+    """What the run did, for the summary line and the exit code."""
+    counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    failed: int = 0
+    held: int = 0
+    rate_limit: RateLimitError | None = None
+    auth_error: AuthError | None = None
+    stopped: ImgurboxError | None = None
+
+    def exit_code(self) -> int:
+        if self.auth_error:
+            return EXIT_AUTH
+        if self.rate_limit:
+            return EXIT_RATE_LIMIT
+        return EXIT_FAILED if (self.failed or self.held or self.stopped) else EXIT_OK
+
+
+class UploadSkipped(NamedTuple):
+    """An upload that did not start; `reason` is what the user is told, if anything."""
+    reason: str                  # "no album", "vanished", "changed" or "not started"
+
+
 class Executor:
     """Applies a plan: albums, local bookkeeping, downloads, uploads (parallel),
     moves, repairs, deletions last. State is journaled after every remote change."""
 
-    def __init__(self, state, api, client, out, log, options: SyncOptions,
-                 tally: Tally, folders: dict, scan_started_ns: int):
+    def __init__(self, state: StateStore, remote: Remote, out: Output, log: Log,
+                 options: SyncOptions, tally: Tally, folders: dict, scan_started_ns: int):
         self.scan_started_ns = scan_started_ns  # downloads are dated before it
         self.state = state
-        self.api = api
-        self.client = client
+        self.remote = remote
         self.out = out
         self.log = log
         self.options = options
@@ -2871,25 +3178,17 @@ class Executor:
             self.log.write("link album %s %s" % (action.album, action.folder))
 
     def do_CreateAlbum(self, action: CreateAlbum) -> None:
-        if any(p["op"] == "create_album" and folder_key(p["folder"]) == folder_key(action.folder)
-               for p in self.state.pending):
+        if self.remote.creation_unresolved(action.folder):
             self.failed_keys.add(action.album)
             self.fail("%s: an earlier album creation is still unresolved" % action.title)
             return
-        pending = self.state.add_pending({"op": "create_album", "folder": action.folder,
-                                          "title": action.title})
         try:
-            album_id = self._send_create_album(action, pending)
+            album_id = self.remote.create_album(action.folder, action.title)
         except BaseException:
             if not isinstance(sys.exc_info()[1], (OutcomeUnknown, Interrupted, KeyboardInterrupt)):
                 self.failed_keys.add(action.album)
             raise
-        # Recorded before the read-back, so that an album that turns out public is known
-        # (and checked again next run) rather than forgotten on Imgur.
-        self.state.set_album(album_id, folder=action.folder, listed=True,
-                             title=action.title, privacy_unverified=True)
-        self.state.resolve_pending(pending["id"])
-        problem = check_album_hidden(self.client, album_id, action.title, self.api.pause)
+        problem = self.remote.make_hidden(album_id, action.title)
         if problem:
             self.failed_keys.add(action.album)
             self.folders[album_id] = action.folder
@@ -2897,21 +3196,6 @@ class Executor:
             return
         self._record_new_album(album_id, action.folder, action.title)
         self.album_ids[action.album] = album_id
-
-    def _send_create_album(self, action, pending) -> str:
-        for attempt in range(MAX_TRIES):
-            try:
-                answer = self.client.create_album({"title": action.title, "privacy": "hidden"})
-                return str(answer["id"])
-            except OutcomeUnknown:
-                self.api.backoff(attempt)
-                found = find_pending_album(self.client, self.state, pending)
-                if len(found) == 1:
-                    return found[0]
-                if len(found) > 1:
-                    raise RequestRefused("several albums titled %r appeared; adopted none: "
-                                         "delete the extra ones on Imgur" % action.title, 0)
-        raise GaveUp("album creation failed %d times" % MAX_TRIES)
 
     def _record_new_album(self, album_id: str, folder: str, title: str) -> None:
         self.state.set_album(album_id, folder=folder, listed=True, title=title,
@@ -2921,7 +3205,7 @@ class Executor:
         self.done("*", "album", "%s %s" % (title, ALBUM_URL.format(album_id)), "new albums")
 
     def do_RetitleAlbum(self, action: RetitleAlbum) -> None:
-        self.client.update_album(action.album, {"title": action.title})
+        self.remote.retitle_album(action.album, action.title)
         self.state.set_album(action.album, title=action.title,
                              folder=self.folders.get(action.album, ""))
         self.log.write("retitle album %s %r" % (action.album, action.title))
@@ -2957,7 +3241,7 @@ class Executor:
         tmp_path = os.path.join(folder, ".imgurbox-%s.part" % image.image_id)
         try:
             with open(tmp_path, "wb") as f:
-                final_url = self.api.download(image.link, f, self.download_bar.update)
+                final_url = self.remote.download(image.link, f, self.download_bar.update)
                 f.flush()
                 os.fsync(f.fileno())
             if final_url.rstrip("/").endswith("removed.png"):
@@ -2974,7 +3258,7 @@ class Executor:
                 return
             # Dated before this run's scan (the photo's Imgur date, if older), so that the
             # next run trusts the file's stat data instead of reading it again.
-            taken = self.api.clock.local_ns(image.datetime) if image.datetime else float("inf")
+            taken = self.remote.clock.local_ns(image.datetime) if image.datetime else float("inf")
             mtime_ns = int(min(taken, self.scan_started_ns - 2 * COARSE_MTIME_NS))
             os.utime(tmp_path, ns=(time.time_ns(), mtime_ns))
             content = content_hash(tmp_path, file_extension(name))
@@ -3043,7 +3327,7 @@ class Executor:
                     break
             for index, result in finished:
                 flying.pop(index, None)
-                self.api.rate.release_upload()
+                self.remote.rate.release_upload()
                 results[index] = result
                 if isinstance(result, (RateLimitError, AuthError, ServiceDownError)):
                     # Stop now, not when the result's turn to be reported comes:
@@ -3067,10 +3351,7 @@ class Executor:
                         batch.append((started, uploads[started], prepared, Transfer()))
                     started += 1
                 if batch:
-                    # One fsync makes the batch's pending records durable before any of
-                    # its uploads is sent (group commit: fsync costs as much as a fast
-                    # upload, so one per upload would double a big first sync).
-                    self.state.sync_journal()
+                    self.remote.commit_pending()    # durable before any of it is sent
                     for item in batch:
                         flying[item[0]] = item[3]
                         work_queue.put(item)
@@ -3106,7 +3387,7 @@ class Executor:
                           % (_count(len(awaited), "upload"),
                              "it" if len(awaited) == 1 else "them"))
         now = time.monotonic()
-        awaited_until = now + self.api.timeouts[1] + 1
+        awaited_until = now + self.remote.answer_timeout + 1
         abandoned_until = now + 2               # they stop at their next read of the body
         try:
             while flying:
@@ -3138,20 +3419,17 @@ class Executor:
             return UploadSkipped("vanished")
         if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
             return UploadSkipped("changed")
-        blocked = self.api.rate.reserve_upload()
+        blocked = self.remote.rate.reserve_upload()
         if blocked:
-            self.stop_for(RateLimitError(blocked, self.api.rate.reset_at()))
+            self.stop_for(RateLimitError(blocked, self.remote.rate.reset_at()))
             return UploadSkipped("not started")
-        pending = self.state.add_pending({"op": "upload", "album": album_id, "name": f.name,
-                                          "hash": f.hash, "size": f.size,
-                                          "mtime_ns": f.mtime_ns, "inode": f.inode},
-                                         durable=False)      # run_uploads syncs it
+        pending = self.remote.begin_upload(album_id, f)
         self.pending_of[id(action)] = pending
         return pending
 
     def _send_upload(self, action: Upload, pending: dict, bar,
                      transfer: Transfer) -> UploadResult:
-        """In a worker thread: send, and after an unknown outcome look before resending."""
+        """In a worker thread."""
         sent = [0]
 
         def on_bytes(total_read):
@@ -3160,42 +3438,8 @@ class Executor:
             counted = min(total_read, action.file.size)
             bar.update(max(0, counted - sent[0]))
             sent[0] = max(sent[0], counted)
-        for attempt in range(MAX_TRIES):
-            try:
-                answer = self.client.upload_file(action.file.path, pending["album"],
-                                                 action.file.name, on_bytes, transfer)
-                return UploadResult(str(answer["id"]))
-            except (AuthError, RateLimitError) as e:
-                e.not_sent = attempt == 0               # refused outright: nothing pending
-                raise
-            except OutcomeUnknown:
-                if self.stopping:                   # the next run looks for it
-                    raise UploadAbandoned(True) from None
-                self.api.backoff(attempt)
-                found = self._look_for_upload(pending)
-                if found:
-                    return UploadResult(found[0], tuple(found[1:]))
-        self.api._note_outcome(True)
-        raise GaveUp("upload failed %d times with no answer" % MAX_TRIES)
-
-    def _look_for_upload(self, pending: dict) -> list:
-        """The pending check, in a worker. Imgur may still be storing what it received,
-        so before a resend a record younger than the settle time waits out the rest and
-        looks again."""
-        try:
-            found = find_pending_upload(self.client, self.state, pending, {})
-            wait = pending["since"] + self.api.settle_seconds - self.api.clock.now()
-            if found or wait <= 0:
-                return found
-            self.out.detail("waiting %.0f s for Imgur to finish storing %s before sending "
-                            "it again" % (wait, pending["name"]))
-            if self.stop_event.wait(wait):
-                raise UploadAbandoned(True)
-            return find_pending_upload(self.client, self.state, pending, {})
-        except RequestFailed as e:
-            # The check failed, not the upload: its outcome stays unknown, and so the
-            # pending record stays for the next run.
-            raise GaveUp("could not check whether the upload arrived: %s" % e) from None
+        return self.remote.upload(pending, action.file.path, on_bytes, transfer,
+                                  self.stop_event, self.out.detail)
 
     def _finish_upload(self, action: Upload,
                        result: "UploadResult | UploadSkipped | BaseException") -> None:
@@ -3210,43 +3454,16 @@ class Executor:
             if result.reason == "changed":
                 self.tally.held += 1            # not in sync: exit 1, not 0
             return
-        if isinstance(result, UploadAbandoned):
-            if pending and not result.maybe_performed:
-                self.state.resolve_pending(pending["id"])   # its body never left whole
-            return
-        if isinstance(result, (RateLimitError, AuthError, ServiceDownError)):
-            self.stop_for(result)
-            if pending and getattr(result, "not_sent", False):
-                self.state.resolve_pending(pending["id"])   # not performed: nothing to check
-            return
-        if isinstance(result, (Interrupted, KeyboardInterrupt)):
-            raise result
-        if isinstance(result, RequestFailed):
-            if pending and isinstance(result, RequestRefused) and 400 <= result.status < 500:
-                self.state.resolve_pending(pending["id"])   # refused: not performed
-            if result.status == 400:
-                self.state.set_refused(f.hash, {"name": f.name, "message": str(result)})
-                self.fail("%s: Imgur refused the file (%s); it is retried once it changes"
-                          % (where, result))
-            else:
-                self.fail("%s: %s" % (where, result))
-            return
         if isinstance(result, BaseException):
-            self.fail("%s: %s" % (where, redact(repr(result))))
+            if pending:
+                self.remote.end_upload(pending, result)
+            self._report_upload_failure(f, where, result)
             return
         album_id = self.album_id(action.album)
-        if action.replaces:
-            # Before the new record: a crash between the two journal lines (another
-            # upload may be in flight) must not forget the old version on Imgur.
-            self.state.add_to_delete(album_id, action.replaces)
-        self.state.set_file(album_id, f.name, FileRecord(result.image_id, f.hash, f.size,
-                                                         f.mtime_ns, f.inode))
+        self.remote.record_upload(pending, result, action.replaces)
         for extra in result.extra_ids:
-            self.state.ignore_image(album_id, extra)
             self.fail("%s: Imgur holds another copy, image %s; adopted the oldest, left "
                       "this one alone" % (where, extra))
-        if pending:
-            self.state.resolve_pending(pending["id"])
         if action.replaces:
             self.done("~", "replace", where, "replaced", album_id)
         elif action.repair:
@@ -3254,6 +3471,22 @@ class Executor:
         else:
             self.done("+", "upload", where, "uploaded", album_id)
         self.log.write("  image %s in album %s" % (result.image_id, album_id))
+
+    def _report_upload_failure(self, f: ScannedFile, where: str, error: BaseException) -> None:
+        if isinstance(error, UploadAbandoned):
+            return
+        if isinstance(error, (RateLimitError, AuthError, ServiceDownError)):
+            self.stop_for(error)
+        elif isinstance(error, (Interrupted, KeyboardInterrupt)):
+            raise error
+        elif isinstance(error, RequestFailed) and error.status == 400:
+            self.state.set_refused(f.hash, {"name": f.name, "message": str(error)})
+            self.fail("%s: Imgur refused the file (%s); it is retried once it changes"
+                      % (where, error))
+        elif isinstance(error, RequestFailed):
+            self.fail("%s: %s" % (where, error))
+        else:
+            self.fail("%s: %s" % (where, redact(repr(error))))
 
     # -- moves, repairs, deletions ------------------------------------------------------
 
@@ -3263,21 +3496,21 @@ class Executor:
             return
         items = list(action.items)
         try:
-            self.client.album_add_images(destination, [item.image_id for item in items])
+            self.remote.add_images(destination, [item.image_id for item in items])
         except RequestFailed as e:
             # Imgur refuses the whole add if one image of it is gone (403 "You must own
             # all the image ids ..."): upload the gone ones, add the rest.
             if e.status != 403:
                 raise
-            gone = [item for item in items if not self._image_exists(item.image_id)]
+            gone = [item for item in items if not self.remote.image_exists(item.image_id)]
             if not gone:
                 raise
             items = [item for item in items if item not in gone]
             if items:
-                self.client.album_add_images(destination, [item.image_id for item in items])
+                self.remote.add_images(destination, [item.image_id for item in items])
             self._upload_gone_images(action.source, destination, gone)
         if items:
-            self.client.album_remove_images(action.source, [item.image_id for item in items])
+            self.remote.remove_images(action.source, [item.image_id for item in items])
         for item in items:
             record = item.record
             f = item.file
@@ -3286,15 +3519,6 @@ class Executor:
             self.done(">", "move", "%s -> %s" % (self.where(action.source, item.old_name),
                                                  self.where(destination, f.name)), "moved",
                       destination)
-
-    def _image_exists(self, image_id: str) -> bool:
-        try:
-            self.client.make_request("GET", "image/%s" % image_id)
-        except RequestFailed as e:
-            if e.status == 404:
-                return False
-            raise
-        return True
 
     def _upload_gone_images(self, source: str, destination: str, gone: list) -> None:
         """Files whose image was deleted on Imgur go up again, into their new album.
@@ -3306,24 +3530,24 @@ class Executor:
         self.run_uploads([Upload(destination, file=item.file, repair=True) for item in gone])
 
     def do_Repair(self, action: Repair) -> None:
-        if not self._image_exists(action.record.image_id):
+        if not self.remote.image_exists(action.record.image_id):
             f = action.file
             if f is None or f.hash is None:
                 return
             self.state.drop_file(action.album, action.name, action.record.image_id)
             self.run_uploads([Upload(action.album, file=f, repair=True)])
             return
-        self.client.album_add_images(action.album, [action.record.image_id])
+        self.remote.add_images(action.album, [action.record.image_id])
         self.done("+", "re-add", self.where(action.album, action.name), "repaired", action.album)
 
     def do_Delete(self, action: Delete) -> None:
-        self._delete_image(action.image_id)
+        self.remote.delete_image(action.image_id)
         self.state.drop_file(action.album, action.name, action.image_id)
         self.done("-", "delete", self.where(action.album, action.name), "deleted", action.album)
 
     def do_PurgeReplaced(self, action: PurgeReplaced) -> None:
         if action.image_id in self.state.albums[action.album].to_delete:
-            self._delete_image(action.image_id)
+            self.remote.delete_image(action.image_id)
             self.state.deleted(action.album, action.image_id)
             self.log.write("delete old version %s" % action.image_id)
 
@@ -3340,91 +3564,11 @@ class Executor:
                 except RequestFailed as e:
                     self.fail("delete of old version %s: %s" % (image_id, e))
 
-    def _delete_image(self, image_id: str) -> None:
-        try:
-            self.client.delete_image(image_id)
-        except RequestFailed as e:
-            if e.status != 404:                     # already gone counts as done
-                raise
-
-
-def check_album_hidden(client, album_id: str, title: str, pause) -> str | None:
-    """Read a new album back; None once Imgur shows it hidden, else what it shows.
-
-    Imgur has ignored fields of album writes (and a new album takes the account's default
-    privacy, which may be public), so the privacy sent is not taken on trust. A read
-    right after a write may be stale: a difference is read again after a pause. If the
-    album still differs, one update sets title and privacy, and a second read checks.
-    """
-    def read_settled():
-        seen = _album_view(client.make_request("GET", "album/%s" % album_id))
-        if seen != (title, "hidden"):
-            pause()
-            seen = _album_view(client.make_request("GET", "album/%s" % album_id))
-        return seen
-    seen = read_settled()
-    if seen == (title, "hidden"):
-        return None
-    client.update_album(album_id, {"title": title, "privacy": "hidden"})
-    return _privacy_problem(read_settled())
-
-
-def _privacy_problem(seen: tuple) -> str | None:
-    """None if an album view shows it hidden, else what Imgur shows."""
-    if seen[1] == "hidden":
-        return None
-    return "Imgur shows its privacy as %r" % (seen[1] or "unknown")
-
-
-def _album_view(data) -> tuple:
-    if not isinstance(data, dict):
-        return ("", None)
-    return (str(data.get("title") or ""), data.get("privacy"))
-
 
 def unverified_album_message(folder: str, album_id: str, problem: str) -> str:
     return ("%s: album %s may be public (%s), so nothing was uploaded into it; the next "
             "run checks it again first. To make sure, set it to hidden on imgur.com"
             % (folder, ALBUM_URL.format(album_id), problem))
-
-
-def find_pending_upload(client, state: StateStore, pending: dict, cache: dict) -> list:
-    """IDs of images that may be this pending upload: unknown to the state, same name,
-    made no earlier than 120 s before it was recorded; oldest first (README, "Reliability")."""
-    album_id = pending["album"]
-    if album_id not in cache:
-        cache[album_id] = client.album_images(album_id)
-    known = state.known_image_ids()
-    since = pending["since"] - PENDING_CLOCK_SLACK
-    found = [image for image in cache[album_id]
-             if image.image_id not in known and image.name == pending["name"]
-             and image.datetime >= since]
-    found.sort(key=lambda image: (image.datetime, image.image_id))
-    return [image.image_id for image in found]
-
-
-def find_pending_album(client, state: StateStore, pending: dict) -> list:
-    """IDs of albums that may be this pending creation: made since it was recorded and
-    unknown to the state; the title only breaks ties, since Imgur has been seen to
-    ignore the fields of an album write."""
-    since = pending["since"] - PENDING_CLOCK_SLACK
-    found, page = [], 0
-    while True:
-        # Not imgurpython's get_account_albums: it refuses "me" without its own auth
-        # object, which this client (its make_request replaced) does not have.
-        albums = client.make_request("GET", "account/me/albums/%d" % page) or []
-        for album in albums:
-            if not isinstance(album, dict) or not album.get("id"):
-                continue
-            made = _as_int(album.get("datetime"))
-            if made >= since and str(album["id"]) not in state.albums:
-                found.append((made, str(album["id"]), album.get("title") == pending["title"]))
-        if len(albums) < ALBUMS_PER_PAGE:
-            break
-        page += 1
-    if len(found) > 1:
-        found = [candidate for candidate in found if candidate[2]] or found
-    return [album_id for _, album_id, _ in sorted(found)]
 
 
 def _as_int(value) -> int:
@@ -3581,10 +3725,43 @@ class SyncRun:
         self.unsettled = set()                  # (album ID, name): pending check failed
 
     def run(self) -> int:
+        """read -> scan -> plan -> (reconcile with Imgur, plan again) -> execute -> fold
+        the state -> report. Only the plan decides; only the executor (and the recovery
+        passes of reconcile) change anything on Imgur."""
         state = StateStore.load(self.home, writable=not self.options.dry_run,
                                 clock=self.env.clock)
         albums_bytes, parsed = read_albums(self.home, state, self.out)
         scan_started_ns = time.time_ns()
+        scans = self.scan(parsed, state)
+        targets, plan = self.plan(parsed, state, scans, {})
+        self.warn_empty_albums(targets, scans)
+        if state.restored:
+            state.begin_restore()
+        # Missing credentials are decided before anything changes (exit 5, README "Exit codes").
+        remote = self.connect(state) if self.needs_imgur(state, plan) else None
+        try:
+            if remote is not None:
+                targets, plan = self.reconcile(remote, parsed, state, scans, targets, plan)
+            self.report_plan_problems(plan)
+            if self.options.dry_run:
+                print_plan(plan, state, self.out)
+                return EXIT_OK
+            self.execute(remote, state, targets, plan, scan_started_ns)
+        except RateLimitError as e:              # before the executor ran (pending checks)
+            self.tally.rate_limit = e
+        except ServiceDownError as e:
+            self.tally.stopped = e
+        finally:
+            if not self.options.dry_run:
+                with signals_held():            # a second Ctrl-C must not cut the save
+                    self.finish_state(state, plan, scan_started_ns)
+        if not self.options.dry_run:
+            self.rewrite_albums(albums_bytes, parsed, targets, state)
+        return self.summarize(scans)
+
+    def scan(self, parsed: ParsedAlbums, state: StateStore) -> dict:
+        """Walk the listed folders (hashing what is new or changed) and say what could
+        not be read."""
         scans = scan_listed_folders(parsed, state, self.options.rehash, self.out)
         for scan in scans.values():
             if scan.rehashed:
@@ -3598,7 +3775,19 @@ class SyncRun:
                                "fix its permissions or remove it"
                                % (os.path.join(scan.folder, name), reason))
         settle_pending_downloads(state, scans)
+        return scans
+
+    def plan(self, parsed: ParsedAlbums, state: StateStore, scans: dict,
+             remote: dict) -> tuple:
+        """The targets (albums.txt lines settled against the state and the scans) and
+        the plan for them, given what is known of Imgur (`remote`: nothing at first)."""
         targets = settle_checked(parsed, state, scans)
+        for target in targets:
+            self._restore_download_folder(target, remote)
+        options = PlanOptions(self.options.force, self.options.max_delete, self.options.verify)
+        return targets, plan_sync(targets, scans, state, remote, options)
+
+    def warn_empty_albums(self, targets: list, scans: dict) -> None:
         for target in targets:
             scan = scans.get(target.folder)
             if target.mode == "create" and scan is not None and not scan.files \
@@ -3607,53 +3796,39 @@ class SyncRun:
                               "stay empty; convert them to JPEG to sync them" % (
                                   target.folder, ", ".join("%d %s" % (n, e) for e, n
                                                            in sorted(scan.skipped.items()))))
-        plan_options = PlanOptions(self.options.force, self.options.max_delete,
-                                   self.options.verify)
-        plan = plan_sync(targets, scans, state, {}, plan_options)
-        # Missing credentials are decided before anything changes (exit 5, README "Exit codes").
-        needs_network = bool(plan.requests or plan.needs_remote or any(
+
+    @staticmethod
+    def needs_imgur(state: StateStore, plan: Plan) -> bool:
+        """Whether the run must reach Imgur: a plan with requests, an album to read,
+        an interrupted operation to settle, an album still to verify hidden."""
+        return bool(plan.requests or plan.needs_remote or any(
             p["op"] in NETWORK_PENDING for p in state.pending) or any(
             a.privacy_unverified and a.listed for a in state.albums.values()))
-        if state.restored:
-            state.begin_restore()
-        client = self.connect(state) if needs_network else None
-        try:
-            held_albums = set()
-            if client is not None:
-                # Before anything else, so that a lost run's uploads are known to the
-                # pending checks too; it reads only, and only albums it would upload into.
-                self.adopt_restored_uploads(client, state, plan)
-                self.resolve_pending(client, state)
-                held_albums = self.check_unverified_albums(client, state)
-                remote = self.fetch_remote(client, targets, plan)
-                targets = settle_checked(parsed, state, scans)
-                for target in targets:
-                    self._restore_download_folder(target, remote)
-                plan = plan_sync(targets, scans, state, remote, plan_options)
-                self.hold_unsettled_uploads(plan)
-                plan.actions = [a for a in plan.actions if a.album not in held_albums
-                                and getattr(a, "source", None) not in held_albums]
-                self.clear_completed_downloads(state, remote, plan)
-            self.report_plan_problems(plan)
-            if self.options.dry_run:
-                print_plan(plan, state, self.out)
-                return EXIT_OK
-            folders = {t.key: t.folder for t in targets}
-            folders.update({a: s.folder for a, s in state.albums.items() if a not in folders})
-            executor = Executor(state, self.api, client, self.out, self.log,
-                                self.options, self.tally, folders, scan_started_ns)
-            executor.run(plan.actions)
-        except RateLimitError as e:              # before the executor ran (pending checks)
-            self.tally.rate_limit = e
-        except ServiceDownError as e:
-            self.tally.stopped = e
-        finally:
-            if not self.options.dry_run:
-                with signals_held():            # a second Ctrl-C must not cut the save
-                    self.finish_state(state, plan, scan_started_ns)
-        if not self.options.dry_run:
-            self.rewrite_albums(albums_bytes, parsed, targets, state)
-        return self.summarize(scans)
+
+    def reconcile(self, remote: RemoteReader, parsed: ParsedAlbums, state: StateStore,
+                  scans: dict, targets: list, plan: Plan) -> tuple:
+        """Bring the state in line with Imgur before the plan is trusted, then plan
+        again with the albums the plan needs to see."""
+        # Before anything else, so that a lost run's uploads are known to the pending
+        # checks too; it reads only, and only albums it would upload into.
+        self.adopt_restored_uploads(remote, state, plan)
+        self.resolve_pending(remote, state)
+        held_albums = self.check_unverified_albums(remote, state)
+        albums = self.fetch_remote(remote, targets, plan)
+        targets, plan = self.plan(parsed, state, scans, albums)
+        self.hold_unsettled_uploads(plan)
+        plan.actions = [a for a in plan.actions if a.album not in held_albums
+                        and getattr(a, "source", None) not in held_albums]
+        self.clear_completed_downloads(state, albums, plan)
+        return targets, plan
+
+    def execute(self, remote: Remote | None, state: StateStore, targets: list, plan: Plan,
+                scan_started_ns: int) -> None:
+        folders = {t.key: t.folder for t in targets}
+        folders.update({a: s.folder for a, s in state.albums.items() if a not in folders})
+        executor = Executor(state, remote, self.out, self.log, self.options, self.tally,
+                            folders, scan_started_ns)
+        executor.run(plan.actions)
 
     def _restore_download_folder(self, target: Target, remote: dict) -> None:
         """An ALBUM line downloads into a new folder named after the album's title."""
@@ -3692,11 +3867,12 @@ class SyncRun:
         self.api.rate.restore(state.rate)
         if self.options.dry_run:
             self.api.read_only = True
-        else:
-            self.api.before_first_write = state.begin_writing
-        return make_client(self.api)
+            return RemoteReader(self.api, state)
+        self.api.before_first_write = state.begin_writing
+        return Remote(self.api, state)
 
-    def adopt_restored_uploads(self, client, state: StateStore, plan: Plan) -> None:
+    def adopt_restored_uploads(self, remote: RemoteReader, state: StateStore,
+                               plan: Plan) -> None:
         """A state restored from state.json.bak (or lost) does not know what the runs
         after it uploaded: in each album it would upload into, images it does not know
         whose name is that of a file to upload are taken for those uploads (README, "Reliability")."""
@@ -3707,7 +3883,7 @@ class SyncRun:
         adopted = 0
         for album_id, actions in sorted(uploads.items()):
             try:
-                images = client.album_images(album_id)
+                images = remote.album_images(album_id)
             except RequestFailed as e:
                 # Checked again next run; until then none of its uploads is sent.
                 self.unsettled.update((album_id, a.file.name) for a in actions)
@@ -3743,7 +3919,7 @@ class SyncRun:
             # A file edited after that upload is recorded with no hash, so that the next
             # plan replaces the image. The lost run hashed the file before it sent it,
             # so a later mtime means an edit (clocks agree to a few seconds).
-            uploaded_ns = self.api.clock.local_ns(newest.datetime + ADOPT_CLOCK_TOLERANCE)
+            uploaded_ns = self.env.clock.local_ns(newest.datetime + ADOPT_CLOCK_TOLERANCE)
             if file.mtime_ns > uploaded_ns:
                 record = FileRecord(newest.image_id, "", 0, 0, 0)
             else:
@@ -3760,66 +3936,63 @@ class SyncRun:
                                "Imgur if it is a copy" % (extra.image_id, file.path))
         return adopted
 
-    def resolve_pending(self, client, state: StateStore) -> None:
+    def resolve_pending(self, remote: RemoteReader, state: StateStore) -> None:
         """Settle uploads and album creations a crash left unanswered (README, "Reliability")."""
         uploads = []
         for pending in list(state.pending):
-            if pending["op"] not in NETWORK_PENDING:
-                continue
             if pending["op"] == "create_album":
-                try:
-                    found = find_pending_album(client, state, pending)
-                except RequestFailed as e:           # checked again next run
-                    self.tally.failed += 1
-                    self.out.error("cannot check an interrupted album creation for %s: %s"
-                                   % (pending["folder"], e))
-                    continue
-                if len(found) > 1:
-                    self.tally.failed += 1
-                    self.out.error("%d albums titled %r may come from one interrupted "
-                                   "creation; adopted none: delete the extra ones on Imgur"
-                                   % (len(found), pending["title"]))
-                    continue
-                if found:
-                    # Checked hidden by check_unverified_albums, before anything goes in.
-                    state.set_album(found[0], folder=pending["folder"], listed=True,
-                                    title=pending["title"], privacy_unverified=True)
-                    if not self.options.dry_run:
-                        self.log.write("adopted album %s for %s" % (found[0],
-                                                                    pending["folder"]))
-                state.resolve_pending(pending["id"])
+                self._resolve_pending_album(remote, pending)
+            elif pending["op"] != "upload":
                 continue
-            if pending["album"] not in state.albums:
-                state.resolve_pending(pending["id"])
-                continue
-            uploads.append(pending)
-        self.resolve_pending_uploads(client, state, uploads)
-
-    def resolve_pending_uploads(self, client, state: StateStore, pendings: list) -> None:
-        """Look for interrupted uploads; one not found that is younger than the settle
-        time may still be being stored by Imgur: wait out the rest, then look again."""
+            elif pending["album"] not in state.albums:
+                remote.drop_pending(pending)
+            else:
+                uploads.append(pending)
         before = self.tally.counts["adopted"]
-        self._resolve_pending_uploads(client, state, pendings)
+        self._resolve_pending_uploads(remote, uploads)
         adopted = self.tally.counts["adopted"] - before
         if adopted:
             self.out.info("%s %s of the interrupted run" % (
                 "would adopt" if self.options.dry_run else "adopted",
                 _count(adopted, "upload")))
 
-    def _resolve_pending_uploads(self, client, state: StateStore, pendings: list) -> None:
+    def _resolve_pending_album(self, remote: RemoteReader, pending: dict) -> None:
+        try:
+            found = remote.look_for_album(pending)
+        except RequestFailed as e:           # checked again next run
+            self.tally.failed += 1
+            self.out.error("cannot check an interrupted album creation for %s: %s"
+                           % (pending["folder"], e))
+            return
+        if len(found) > 1:
+            self.tally.failed += 1
+            self.out.error("%d albums titled %r may come from one interrupted "
+                           "creation; adopted none: delete the extra ones on Imgur"
+                           % (len(found), pending["title"]))
+            return
+        if found:
+            # Checked hidden by check_unverified_albums, before anything goes in.
+            remote.record_album(pending, found[0])
+            if not self.options.dry_run:
+                self.log.write("adopted album %s for %s" % (found[0], pending["folder"]))
+        else:
+            remote.drop_pending(pending)
+
+    def _resolve_pending_uploads(self, remote: RemoteReader, pendings: list) -> None:
+        """Look for interrupted uploads; one not found that is younger than the settle
+        time may still be being stored by Imgur: wait out the rest, then look again."""
         cache, young = {}, []
         for pending in pendings:
-            found = self._check_pending_upload(client, state, pending, cache)
+            found = self._check_pending_upload(remote, pending, cache)
             if found is None:
                 continue
-            if not found and \
-                    pending["since"] + self.api.settle_seconds > self.api.clock.now():
+            if not found and remote.settle_wait(pending) > 0:
                 young.append(pending)
                 continue
-            self._settle_pending_upload(state, pending, found)
+            self._settle_pending_upload(remote, pending, found)
         if not young:
             return
-        wait = max(p["since"] for p in young) + self.api.settle_seconds - self.api.clock.now()
+        wait = max(remote.settle_wait(p) for p in young)
         if wait > 0:
             self.out.info("waiting %.0f s for Imgur to finish %s an interrupted run sent, "
                           "so that nothing is uploaded twice"
@@ -3827,14 +4000,14 @@ class SyncRun:
             time.sleep(wait)
         cache = {}
         for pending in young:
-            found = self._check_pending_upload(client, state, pending, cache)
+            found = self._check_pending_upload(remote, pending, cache)
             if found is not None:
-                self._settle_pending_upload(state, pending, found)
+                self._settle_pending_upload(remote, pending, found)
 
-    def _check_pending_upload(self, client, state: StateStore, pending: dict, cache: dict):
+    def _check_pending_upload(self, remote: RemoteReader, pending: dict, cache: dict):
         """The candidates for a pending upload, or None when the check itself failed."""
         try:
-            return find_pending_upload(client, state, pending, cache)
+            return remote.look_for_upload(pending, cache)
         except RequestFailed as e:
             if e.status == 404:
                 return []
@@ -3846,28 +4019,27 @@ class SyncRun:
                            % (pending["name"], e))
             return None
 
-    def _settle_pending_upload(self, state: StateStore, pending: dict, found: list) -> None:
-        """Adopt the oldest candidate (if any) and resolve the record."""
-        if found:
-            # The name may still hold the version this upload replaces: keep that
-            # image recorded for deletion, or it would be forgotten on Imgur.
-            old = state.albums[pending["album"]].files.get(pending["name"])
-            if old is not None and old.image_id != found[0]:
-                state.add_to_delete(pending["album"], old.image_id)
-            state.set_file(pending["album"], pending["name"], FileRecord(
-                found[0], pending["hash"], pending["size"], pending["mtime_ns"],
-                pending["inode"]))
-            self.tally.counts["adopted"] += 1
-            if not self.options.dry_run:
-                self.log.write("adopted image %s for %s" % (found[0], pending["name"]))
-            for extra in found[1:]:
-                state.ignore_image(pending["album"], extra)
-                self.tally.failed += 1
-                self.out.error("image %s looks like a second copy of %s; left alone"
-                               % (extra, pending["name"]))
-        state.resolve_pending(pending["id"])
+    def _settle_pending_upload(self, remote: RemoteReader, pending: dict,
+                               found: list) -> None:
+        """Adopt the oldest candidate (if any), or drop the record: not found once the
+        settle time is over, it never arrived."""
+        if not found:
+            remote.drop_pending(pending)
+            return
+        # The name may still hold the version this upload replaces: keep that image
+        # recorded for deletion, or it would be forgotten on Imgur.
+        old = remote.state.albums[pending["album"]].files.get(pending["name"])
+        remote.record_upload(pending, UploadResult(found[0], tuple(found[1:])),
+                             old.image_id if old is not None else None)
+        self.tally.counts["adopted"] += 1
+        if not self.options.dry_run:
+            self.log.write("adopted image %s for %s" % (found[0], pending["name"]))
+        for extra in found[1:]:
+            self.tally.failed += 1
+            self.out.error("image %s looks like a second copy of %s; left alone"
+                           % (extra, pending["name"]))
 
-    def check_unverified_albums(self, client, state: StateStore) -> set:
+    def check_unverified_albums(self, remote: RemoteReader, state: StateStore) -> set:
         """Albums this tool created that Imgur has not shown hidden yet are checked
         before anything else; returns those still not shown hidden (held this run)."""
         held = set()
@@ -3875,12 +4047,10 @@ class SyncRun:
             if not (album.privacy_unverified and album.listed):
                 continue
             try:
-                if self.options.dry_run:     # reads only: no update in a dry run
-                    problem = _privacy_problem(_album_view(
-                        client.make_request("GET", "album/%s" % album_id)))
-                else:
-                    problem = check_album_hidden(client, album_id, album.title,
-                                                 self.api.pause)
+                if isinstance(remote, Remote):
+                    problem = remote.make_hidden(album_id, album.title)
+                else:                           # a dry run reads only
+                    problem = remote.hidden_problem(album_id)
             except RequestFailed as e:
                 problem = "it could not be read: %s" % e
             if problem:
@@ -3893,22 +4063,22 @@ class SyncRun:
                 self.log.write("album %s checked hidden" % album_id)
         return held
 
-    def fetch_remote(self, client, targets: list, plan: Plan) -> dict:
+    def fetch_remote(self, remote: RemoteReader, targets: list, plan: Plan) -> dict:
         """GET the albums the plan needs to see: lines to link or download, --verify."""
-        remote = {}
+        albums = {}
         for target in targets:
             album_id = target.album_id
-            if album_id not in plan.needs_remote or album_id in remote:
+            if album_id not in plan.needs_remote or album_id in albums:
                 continue
             try:
                 if target.mode == "sync":              # --verify: the images only
-                    remote[album_id] = RemoteAlbum(album_id, True,
-                                                   images=client.album_images(album_id))
+                    albums[album_id] = RemoteAlbum(album_id, True,
+                                                   images=remote.album_images(album_id))
                     continue
-                data = client.make_request("GET", "album/%s" % album_id)
+                data = remote.album(album_id)
             except RequestFailed as e:
                 # 404: the album is gone. Anything else fails this album only.
-                remote[album_id] = RemoteAlbum(album_id, False,
+                albums[album_id] = RemoteAlbum(album_id, False,
                                                error=None if e.status == 404 else str(e))
                 continue
             # Owners compared by name, else by number (Imgur has answered account_url
@@ -3917,23 +4087,22 @@ class SyncRun:
             owner_id = _as_int(data.get("account_id"))
             owned = False
             if owner:
-                owned = owner == self.account_identity(client, need_id=False)[0]
+                owned = owner == self.account_identity(remote, need_id=False)[0]
             if not owned and owner_id:
-                owned = owner_id == self.account_identity(client, need_id=True)[1]
-            remote[album_id] = RemoteAlbum(
+                owned = owner_id == self.account_identity(remote, need_id=True)[1]
+            albums[album_id] = RemoteAlbum(
                 album_id, True, data.get("title"), owner or (str(owner_id) if owner_id else None),
                 owned=owned,
                 images=[_remote_image(i) for i in data.get("images") or []])
-        return remote
+        return albums
 
-    def account_identity(self, client, need_id: bool) -> tuple:
+    def account_identity(self, remote: RemoteReader, need_id: bool) -> tuple:
         """(username, numeric account ID) of the account imgurbox acts for; one
         GET /3/account/me when credentials.json does not hold what is needed."""
         name = self.api.credentials["account_username"]
         number = _as_int(self.api.credentials["account_id"])
         if not name or (need_id and not number):
-            account = client.make_request("GET", "account/me")
-            account = account if isinstance(account, dict) else {}
+            account = remote.account()
             name = name or account.get("url")
             number = number or _as_int(account.get("id"))
             self.api.credentials.update(account_username=name, account_id=number or None)
