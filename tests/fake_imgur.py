@@ -100,6 +100,13 @@ not answered (the connection is closed), not charged and not logged in ``request
 is kept in ``incomplete_requests`` as a ``Request`` with ``incomplete=True``,
 ``dropped=True``, ``status=None`` and the bytes that came in ``body_bytes``.
 
+Hostile answers (no public report says Imgur sends them; they are what a captive portal,
+a proxy or a broken server may send, and a careful client must survive): the faults
+``redirect`` (a 3xx with ``Location`` to another host), ``answer`` (an envelope with any
+``data`` and ``success``, or ``raw`` bytes), ``huge`` (an answer of ``size`` bytes, its
+Content-Length declared) and ``dribble`` (one byte every ``interval`` seconds). None of
+them acts on the request.
+
 Choices where Imgur's behaviour is not documented (see tests/INTERFACES.md):
 - "User" credits are per IP on Imgur; every client of the fake comes from 127.0.0.1,
   so there is one user budget (window: ``hour`` fake seconds), one client budget
@@ -196,10 +203,16 @@ FAULT_KINDS = {
     'drop_before': {},
     'drop_after': {},
     'truncate': {},
+    # Hostile answers (a captive portal, a compromised proxy or a broken server): not
+    # Imgur's documented behaviour, but what a careful client must survive.
+    'redirect': {'code': 307, 'location': None},        # Location: to another host
+    'answer': {'code': 200, 'data': None, 'success': True, 'raw': None},
+    'huge': {'size': 64 * 1024 * 1024},                 # a JSON-looking endless answer
+    'dribble': {'interval': 0.2, 'size': 10_000},       # one byte every `interval` s
 }
 # Fault kinds that replace the answer without acting on the request.
 ANSWERING_FAULTS = {'status', 'html', 'over_capacity', 'rate_limit', 'too_fast',
-                    'token_expired'}
+                    'token_expired', 'redirect', 'answer', 'huge', 'dribble'}
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 EXTENSIONS = {'image/jpeg': 'jpg', 'image/png': 'png', 'image/gif': 'gif',
@@ -562,11 +575,16 @@ class _RefreshToken:
 
 @dataclasses.dataclass
 class _Answer:
-    """What the handler sends: status, extra headers, body; ``truncate`` sends half."""
+    """What the handler sends: status, extra headers, body; ``truncate`` sends half.
+    ``stream`` (chunks, each after ``interval`` seconds) replaces ``body`` for the
+    hostile answers, with ``length`` as Content-Length."""
     status: int
     body: bytes = b''
     headers: list = dataclasses.field(default_factory=list)
     truncate: bool = False
+    stream: object = None
+    length: int = 0
+    interval: float = 0.0
 
 
 # ---------------------------------------------------------------------------
@@ -1078,6 +1096,22 @@ class FakeImgur:
             return _error(request, 400, MSG_TOO_FAST)
         if fault.kind == 'token_expired':
             return self._invalid_token(request)
+        if fault.kind == 'redirect':
+            return _Answer(options['code'], b'', [('Location', options['location'])])
+        if fault.kind == 'answer':
+            if options['raw'] is not None:
+                return _Answer(options['code'], options['raw'], [('Content-Type', JSON_TYPE)])
+            return _json_answer(options['code'], {'data': options['data'],
+                                                  'success': options['success'],
+                                                  'status': options['code']})
+        if fault.kind == 'huge':
+            size, chunk = options['size'], b'[' + b' ' * (1024 * 1024 - 1)
+            return _Answer(200, headers=[('Content-Type', JSON_TYPE)], length=size,
+                           stream=(chunk for _ in range(size // len(chunk))))
+        if fault.kind == 'dribble':
+            size = options['size']
+            return _Answer(200, headers=[('Content-Type', JSON_TYPE)], length=size,
+                           stream=(b' ' for _ in range(size)), interval=options['interval'])
         raise AssertionError(fault.kind)
 
     # -- Serving a request ----------------------------------------------------
@@ -1837,9 +1871,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(answer.status)
             for name, value in headers:
                 self.send_header(name, value)
-            self.send_header('Content-Length', str(len(answer.body)))
+            self.send_header('Content-Length', str(answer.length if answer.stream is not None
+                                                   else len(answer.body)))
             self.end_headers()
             if self.command == 'HEAD':
+                return
+            if answer.stream is not None:
+                for chunk in answer.stream:
+                    if answer.interval:
+                        self.wfile.flush()
+                        time.sleep(answer.interval)
+                    self.wfile.write(chunk)
                 return
             if answer.truncate:
                 self.wfile.write(answer.body[:len(answer.body) // 2])

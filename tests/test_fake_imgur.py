@@ -817,6 +817,32 @@ def test_fault_count_and_path(fake, alice):
     assert call(fake, 'GET', '3/credits', ANON).ok
 
 
+def test_hostile_answers_replace_the_answer_and_act_on_nothing(fake, alice):
+    """The hostile-answer faults (not Imgur's documented behaviour: what a captive portal,
+    a proxy or a broken server may send) answer without performing the request."""
+    fake.add_fault('redirect', path=r'^/oauth2/token$', location='http://127.0.0.1:9/x')
+    answer = requests.post(fake.url + 'oauth2/token', data=token_form(), timeout=TIMEOUT,
+                           allow_redirects=False)
+    assert (answer.status_code, answer.headers['Location']) == (307, 'http://127.0.0.1:9/x')
+    fake.add_fault('answer', method='POST', path=r'^/3/image$', data={'id': None})
+    assert upload(fake, alice).json() == {'data': {'id': None}, 'success': True,
+                                          'status': 200}
+    fake.add_fault('answer', path=r'^/3/account', raw=b'{"data": [1, 2]')
+    assert call(fake, 'GET', '3/account/me', alice).content == b'{"data": [1, 2]'
+    assert fake.images == {}
+
+
+def test_huge_and_dribbling_answers_declare_their_length(fake, alice):
+    fake.add_fault('huge', path=r'^/3/account', size=3 * 1024 * 1024)
+    answer = call(fake, 'GET', '3/account/me', alice)
+    assert len(answer.content) == int(answer.headers['Content-Length']) == 3 * 1024 * 1024
+    fake.add_fault('dribble', path=r'^/3/account', interval=0.01, size=20)
+    with requests.get(fake.url + '3/account/me', headers=alice, stream=True,
+                      timeout=TIMEOUT) as answer:
+        first = answer.raw.read(1)
+        assert first == b' ' and answer.headers['Content-Length'] == '20'
+
+
 def test_drop_before_does_not_act(fake, alice):
     fake.add_fault('drop_before', method='POST', path=r'^/3/album$')
     with pytest.raises(requests.ConnectionError):
