@@ -102,6 +102,10 @@ IS_WINDOWS = os.name == "nt"
 COARSE_MTIME_NS = 2_000_000_000      # files this close to the last scan are re-hashed
 HASH_CHUNK = 1024 * 1024
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# A download is written to ".imgurbox-<image ID>-<random>.part" in its folder, then
+# linked into place; one a crash left behind is removed by the next run's scan.
+DOWNLOAD_PART_PREFIX = ".imgurbox-"
+DOWNLOAD_PART_SUFFIX = ".part"
 
 # Credits: an upload costs 10, any other API call 1, OAuth nothing.
 UPLOAD_CREDITS = 10
@@ -113,6 +117,12 @@ MAX_TRIES = 4
 MAX_BACKOFF_TOTAL = 30.0
 MAX_FAILED_REQUESTS_IN_A_ROW = 3
 MAX_JOBS = 16                        # parallel uploads: more only invites 429s
+# An API answer is read whole, so it is capped: the largest real answers (an album of
+# thousands of images) are a few MB; a bigger one is hostile or broken, never kept.
+ANSWER_MAX_BYTES = 32 * 1024 * 1024
+# Titles and names from Imgur are kept in state.json and printed: Imgur's own limits
+# are far below these, so a longer one is cut rather than carried.
+REMOTE_TEXT_MAX = 1000
 # A saved window that resets within this many seconds is taken as reset: an hourly job
 # starts about an hour after the last one's first request, and holding it back for a
 # second's difference would cost it the whole hour.
@@ -220,6 +230,11 @@ class RequestRefused(RequestFailed):
 class GaveUp(RequestFailed):
     """No answer to go by: every try failed, or the check that would have told failed.
     The request may have been carried out, so a pending record stays to be checked."""
+
+
+class MalformedAnswer(GaveUp):
+    """An answer that is not what Imgur sends (a wrong type, no usable ID): the request
+    may have been carried out, so it counts as giving up, and a pending record stays."""
 
 
 class OutcomeUnknown(ImgurboxError):
@@ -379,6 +394,7 @@ class FolderScan:
     unreadable: list = dataclasses.field(default_factory=list)  # (name, reason)
     rehashed: int = 0
     trusted: int = 0                   # files whose stat data matched the state
+    leftovers: list = dataclasses.field(default_factory=list)   # paths of stale downloads
 
 
 @dataclasses.dataclass
@@ -1320,6 +1336,9 @@ def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool =
     trust_before = scanned_at_ns - COARSE_MTIME_NS if scanned_at_ns else 1 << 62
     for entry in entries:
         name = entry.name
+        if name.startswith(DOWNLOAD_PART_PREFIX) and name.endswith(DOWNLOAD_PART_SUFFIX):
+            scan.leftovers.append(entry.path)            # a download a crash cut short
+            continue
         try:
             st = entry.stat()                            # follows symbolic links
         except OSError as e:
@@ -1810,6 +1829,18 @@ def register_secret(value) -> None:
     """Remember a token or secret so that no message ever shows it."""
     if isinstance(value, str) and len(value) >= 4:
         _SECRETS.add(value)
+
+
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text) -> str:
+    """Text from outside (Imgur, file names) with control characters shown escaped, so
+    that it can never move the cursor, retitle the terminal or forge a line."""
+    def escaped(match):
+        code = ord(match.group())
+        return "\\x%02x" % code if code < 0x100 else "\\u%04x" % code
+    return _CONTROL_CHARACTERS.sub(escaped, str(text))
 
 
 def redact(text: str) -> str:
@@ -2334,6 +2365,9 @@ class Api:
             self.note_outcome(False)
             if status >= 400:
                 raise RequestRefused(message or "HTTP %d" % status, status)
+            if isinstance(payload, dict) and payload.get("success") is False:
+                raise MalformedAnswer("Imgur answered HTTP %d but success: false%s" % (
+                    status, " (%s)" % message if message else ""))
             if isinstance(payload, dict) and "data" in payload:
                 return payload["data"]
             return payload
@@ -2353,16 +2387,18 @@ class Api:
             try:
                 with self._count_lock:
                     self.requests_sent += 1
-                response = self.session().request(method, url, params=params, data=body,
-                                                  headers=headers, timeout=self.timeouts)
+                response, content = self._send(method, url, params=params, data=body,
+                                               headers=headers)
             except self._requests.RequestException as e:
                 problem = "no answer from %s (%s)" % (urllib.parse.urlsplit(url).netloc,
                                                       type(e).__name__)
+            except _UnusableAnswer as e:
+                problem = str(e)
             else:
                 # A 429 without rate headers is judged by the previous answer's: update()
                 # keeps what no header replaces.
                 self.rate.update(response.headers)
-                payload = _parse_json(response)
+                payload = _parse_json(content)
                 status = response.status_code
                 message = _error_message(payload)
                 if _is_network_block(status, response.headers):
@@ -2383,6 +2419,44 @@ class Api:
                 self.note_outcome(True)
                 raise GaveUp("%s %s failed %d times: %s" % (method, route, attempt, problem))
             waited += self.backoff(attempt - 1)
+
+    def _send(self, method: str, url: str, **options) -> tuple:
+        """One HTTP exchange: (response, its body). A redirect is never followed: an API
+        or token request carries a token or a secret, and a redirect to another host (a
+        captive portal, a hijacked resolver) would hand it over; it fails like a
+        connection error. The body is read with a cap on its size and on the time it
+        takes to arrive after the answer began (the read timeout), so a server that
+        dribbles or never ends cannot hold the run and its lock."""
+        response = self.session().request(method, url, timeout=self.timeouts, stream=True,
+                                          allow_redirects=False, **options)
+        with response:
+            if response.is_redirect or 300 <= response.status_code < 400:
+                where = urllib.parse.urlsplit(response.headers.get("Location", ""))
+                raise _UnusableAnswer("HTTP %d redirect to %s, not followed" % (
+                    response.status_code, printable(where.netloc or "nowhere")))
+            return response, self._read_body(response)
+
+    def _read_body(self, response) -> bytes:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > ANSWER_MAX_BYTES:
+            raise _UnusableAnswer("an answer of %s bytes, over the %d MiB cap"
+                                  % (declared, ANSWER_MAX_BYTES >> 20))
+        deadline = time.monotonic() + self.timeouts[1]
+        raw, chunks, size = response.raw, [], 0
+        while True:
+            # read1 returns what has arrived, so the deadline is checked as bytes come.
+            read = raw.read1 if hasattr(raw, "read1") else raw.read
+            chunk = read(64 * 1024, decode_content=True)       # gzip is undone
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > ANSWER_MAX_BYTES:
+                raise _UnusableAnswer("an answer over the %d MiB cap"
+                                      % (ANSWER_MAX_BYTES >> 20))
+            if time.monotonic() > deadline:
+                raise _UnusableAnswer("an answer still arriving after %.0f s"
+                                      % self.timeouts[1])
+            chunks.append(chunk)
 
     @staticmethod
     def _is_token_problem(status: int, message: str) -> bool:
@@ -2431,11 +2505,13 @@ class Api:
         url = self.base_url + "oauth2/token"
         for attempt in range(MAX_TRIES):
             try:
-                response = self.session().post(url, data=form, timeout=self.timeouts)
+                response, content = self._send("POST", url, data=form)
             except self._requests.RequestException as e:
                 problem = "no answer (%s)" % type(e).__name__
+            except _UnusableAnswer as e:
+                problem = str(e)            # transient: a captive portal is not exit 5
             else:
-                payload = _parse_json(response)
+                payload = _parse_json(content)
                 if response.status_code < 500 and payload is not None:
                     if response.status_code == 200 and isinstance(payload, dict) \
                             and payload.get("access_token"):
@@ -2452,11 +2528,13 @@ class Api:
         self.note_outcome(True)
         raise GaveUp("cannot reach Imgur to refresh the token: %s" % problem)
 
-    def download(self, link: str, destination, on_bytes: Callable[[int], None]) -> str:
-        """Stream an image link into an open file, without the Authorization header.
-        Returns the final URL (a deleted image ends at removed.png)."""
+    def download(self, link: str, destination, on_bytes: Callable[[int], None],
+                 limit: int) -> str:
+        """Stream an image link into an open file, without the Authorization header, at
+        most `limit` bytes (what Imgur said it is, or its largest file). Returns the
+        final URL (a deleted image ends at removed.png)."""
         if urllib.parse.urlsplit(link).scheme not in ("http", "https"):
-            raise RequestRefused("not an http(s) link: %r" % link, 0)
+            raise RequestRefused("not an http(s) link: %r" % printable(link), 0)
         for attempt in range(MAX_TRIES):
             destination.seek(0)
             destination.truncate()
@@ -2467,17 +2545,27 @@ class Api:
                     if response.status_code >= 500:
                         raise self._requests.ConnectionError("HTTP %d" % response.status_code)
                     response.raise_for_status()
+                    if response.url.rstrip("/").endswith("removed.png"):
+                        return response.url         # deleted: nothing to read
                     expected = response.headers.get("Content-Length")
+                    if expected is not None and expected.isdigit() and int(expected) > limit:
+                        raise _TooLong(int(expected))
                     received = 0
                     for chunk in response.iter_content(HASH_CHUNK):
-                        destination.write(chunk)
                         received += len(chunk)
+                        if received > limit:
+                            raise _TooLong(received)
+                        destination.write(chunk)
                         on_bytes(len(chunk))
                     if expected is not None and received != int(expected):
                         raise self._requests.ConnectionError("download cut short")
                     return response.url
+            except _TooLong as e:
+                raise RequestRefused("the link sent %s bytes or more where %d were expected; "
+                                     "not kept" % (e.args[0], limit), 0) from None
             except self._requests.HTTPError as e:
-                raise RequestRefused(str(e), e.response.status_code if e.response is not None else 0)
+                raise RequestRefused(printable(e), e.response.status_code
+                                     if e.response is not None else 0)
             except self._requests.RequestException:
                 if attempt + 1 == MAX_TRIES:
                     self.note_outcome(True)
@@ -2486,10 +2574,18 @@ class Api:
         return link
 
 
-def _parse_json(response):
+class _TooLong(Exception):
+    """A download longer than its limit."""
+
+
+class _UnusableAnswer(Exception):
+    """An answer that cannot be used (a redirect, too big, too slow): like no answer."""
+
+
+def _parse_json(content: bytes):
     """The answer as JSON, or None: decided by parsing, never by Content-Type."""
     try:
-        return json.loads(response.content)
+        return json.loads(content)
     except ValueError:
         return None
 
@@ -2588,17 +2684,35 @@ def make_client(api: Api):
                 for f in opened:
                     f.close()
 
-        def album_images(self, album_id: str) -> list:
-            return [_remote_image(image.__dict__) for image in self.get_album_images(album_id)]
-
     return ImgurboxClient()
 
 
-def _remote_image(data: dict) -> RemoteImage:
-    return RemoteImage(str(data.get("id")), data.get("name") or None, data.get("link") or "",
-                       _as_int(data.get("datetime")), data.get("type"),
-                       _as_int(data.get("size")), _as_int(data.get("width")),
-                       _as_int(data.get("height")))
+def _remote_image(data) -> RemoteImage | None:
+    """An image of an answer, or None if it is not one (no usable ID)."""
+    if not isinstance(data, dict) or answer_id(data) is None:
+        return None
+    return RemoteImage(data["id"], _remote_text(data.get("name")) or None,
+                       _remote_text(data.get("link")), _as_int(data.get("datetime")),
+                       _remote_text(data.get("type")) or None, _as_int(data.get("size")),
+                       _as_int(data.get("width")), _as_int(data.get("height")))
+
+
+def _remote_images(data) -> list:
+    return [image for image in map(_remote_image, data if isinstance(data, list) else [])
+            if image is not None]
+
+
+def answer_id(data) -> str | None:
+    """The `id` of an answer if it is one Imgur could have given (letters and digits)."""
+    value = data.get("id") if isinstance(data, dict) else None
+    if isinstance(value, str) and len(value) <= 64 and RE_ALBUM_ID.match(value):
+        return value
+    return None
+
+
+def _remote_text(value) -> str:
+    """A text field of an answer: a string, cut to a sane length; anything else is ""."""
+    return value[:REMOTE_TEXT_MAX] if isinstance(value, str) else ""
 
 
 # i.imgur.com answers a blocked country with HTTP 200 and always this PNG ("Content not
@@ -2677,7 +2791,7 @@ def _privacy_problem(seen: tuple) -> str | None:
 def _album_view(data) -> tuple:
     if not isinstance(data, dict):
         return ("", None)
-    return (str(data.get("title") or ""), data.get("privacy"))
+    return (_remote_text(data.get("title")), _remote_text(data.get("privacy")) or None)
 
 
 class UploadResult(NamedTuple):
@@ -2749,7 +2863,10 @@ class RemoteReader:
         return _album_view(self.album(album_id))
 
     def album_images(self, album_id: str) -> list:
-        return self.client.album_images(album_id)
+        data = self.client.make_request("GET", "album/%s/images" % album_id)
+        if not isinstance(data, list):
+            raise MalformedAnswer("Imgur's listing of album %s is not a list" % album_id)
+        return _remote_images(data)
 
     def image_exists(self, image_id: str) -> bool:
         try:
@@ -2803,7 +2920,7 @@ class RemoteReader:
                 made = _as_int(album.get("datetime"))
                 if made >= since and str(album["id"]) not in self.state.albums:
                     found.append((made, str(album["id"]),
-                                  album.get("title") == pending["title"]))
+                                  _remote_text(album.get("title")) == pending["title"]))
             if len(albums) < ALBUMS_PER_PAGE:
                 break
             page += 1
@@ -2874,7 +2991,10 @@ class Remote(RemoteReader):
         for attempt in range(MAX_TRIES):
             try:
                 answer = self.client.create_album({"title": title, "privacy": "hidden"})
-                album_id = str(answer["id"])
+                album_id = answer_id(answer)
+                if album_id is None:       # the pending record stays: the next run looks
+                    raise MalformedAnswer("Imgur's answer to the album creation has no "
+                                          "album ID")
                 break
             except OutcomeUnknown:
                 self.api.backoff(attempt)
@@ -2933,9 +3053,12 @@ class Remote(RemoteReader):
     def update_image(self, image_id: str, fields: dict) -> None:
         self.client.make_request("POST", "image/%s" % image_id, fields)
 
-    def download(self, link: str, destination, on_bytes: Callable[[int], None]) -> str:
-        """Stream an image link into an open file; the final URL (removed.png if gone)."""
-        return self.api.download(link, destination, on_bytes)
+    def download(self, image: RemoteImage, destination,
+                 on_bytes: Callable[[int], None]) -> str:
+        """Stream an image into an open file; the final URL (removed.png if gone). At
+        most the size Imgur gave for it, or Imgur's largest file where it gave none."""
+        limit = image.size or max(MAX_IMAGE_BYTES, MAX_GIF_BYTES)
+        return self.api.download(image.link, destination, on_bytes, limit)
 
     def begin_upload(self, album_id: str, file: ScannedFile) -> dict:
         """Record an upload as pending. Journaled but not yet durable: commit_pending()
@@ -2959,7 +3082,9 @@ class Remote(RemoteReader):
             try:
                 answer = self.client.upload_file(path, pending["album"], pending["name"],
                                                  on_bytes, transfer)
-                return UploadResult(str(answer["id"]))
+                if answer_id(answer) is None:  # the pending record stays: the next run looks
+                    raise MalformedAnswer("Imgur's answer to the upload has no image ID")
+                return UploadResult(answer["id"])
             except (AuthError, RateLimitError) as e:
                 e.not_sent = attempt == 0
                 raise
@@ -3238,12 +3363,18 @@ class Executor:
         if album is not None and not album.incomplete:     # until every download is in
             self.state.set_album(action.album, incomplete=True)
         name = safe_file_name(image.name, image.image_id, image.mime)
-        tmp_path = os.path.join(folder, ".imgurbox-%s.part" % image.image_id)
+        import tempfile
+        # Created new and exclusively, under a name no one can guess beforehand: a file
+        # or symlink planted in the folder is never followed or written through.
+        descriptor, tmp_path = tempfile.mkstemp(
+            prefix="%s%s-" % (DOWNLOAD_PART_PREFIX, image.image_id),
+            suffix=DOWNLOAD_PART_SUFFIX, dir=folder)
         try:
-            with open(tmp_path, "wb") as f:
-                final_url = self.remote.download(image.link, f, self.download_bar.update)
+            with os.fdopen(descriptor, "wb") as f:
+                final_url = self.remote.download(image, f, self.download_bar.update)
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(tmp_path, 0o666 & ~current_umask())   # a photo, not a secret
             if final_url.rstrip("/").endswith("removed.png"):
                 os.unlink(tmp_path)
                 self.out.warn("%s: image %s was deleted on Imgur; not downloaded"
@@ -3579,6 +3710,21 @@ def _as_int(value) -> int:
         return 0
 
 
+def _remove_leftover(path: str) -> None:
+    """Remove a stale download (never followed: a symlink planted there goes, not what
+    it points to); one that cannot be removed stays, harmless, for the next run."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def current_umask() -> int:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
 def safe_file_name(name: str | None, image_id: str, mime: str | None) -> str:
     """A file name from Imgur (which anyone can set) that is safe on every OS."""
     extension = EXTENSION_OF_MIME.get(mime or "", "jpg")
@@ -3764,6 +3910,9 @@ class SyncRun:
         not be read."""
         scans = scan_listed_folders(parsed, state, self.options.rehash, self.out)
         for scan in scans.values():
+            if not self.options.dry_run:
+                for path in scan.leftovers:
+                    _remove_leftover(path)
             if scan.rehashed:
                 self.out.detail("%s: %d new or changed file%s read" % (
                     scan.folder, scan.rehashed, "" if scan.rehashed == 1 else "s"))
@@ -4083,7 +4232,7 @@ class SyncRun:
                 continue
             # Owners compared by name, else by number (Imgur has answered account_url
             # null with account_id set); a null, "" or 0 owner is anonymous, never ours.
-            owner = data.get("account_url") or None
+            owner = _remote_text(data.get("account_url")) or None
             owner_id = _as_int(data.get("account_id"))
             owned = False
             if owner:
@@ -4091,9 +4240,9 @@ class SyncRun:
             if not owned and owner_id:
                 owned = owner_id == self.account_identity(remote, need_id=True)[1]
             albums[album_id] = RemoteAlbum(
-                album_id, True, data.get("title"), owner or (str(owner_id) if owner_id else None),
-                owned=owned,
-                images=[_remote_image(i) for i in data.get("images") or []])
+                album_id, True, _remote_text(data.get("title")) or None,
+                owner or (str(owner_id) if owner_id else None), owned=owned,
+                images=_remote_images(data.get("images")))
         return albums
 
     def account_identity(self, remote: RemoteReader, need_id: bool) -> tuple:
@@ -4103,7 +4252,7 @@ class SyncRun:
         number = _as_int(self.api.credentials["account_id"])
         if not name or (need_id and not number):
             account = remote.account()
-            name = name or account.get("url")
+            name = name or _remote_text(account.get("url")) or None
             number = number or _as_int(account.get("id"))
             self.api.credentials.update(account_username=name, account_id=number or None)
         return name, number
