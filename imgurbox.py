@@ -3854,6 +3854,22 @@ def scan_listed_folders(parsed: ParsedAlbums, state: StateStore, rehash: bool,
     return scans
 
 
+class cyclic_gc_paused:
+    """Loading the state and scanning make two small tuples per file and no reference
+    cycle: the cyclic garbage collector, which would walk them all again and again as
+    they pile up, is paused meanwhile (a quarter of a no-op run's time at 100,000 files)."""
+
+    def __enter__(self):
+        import gc
+        self.was_enabled = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc):
+        import gc
+        if self.was_enabled:
+            gc.enable()
+
+
 class SyncRun:
     """One `sync`: read, scan, plan, and (when the plan needs it) talk to Imgur."""
 
@@ -3874,12 +3890,13 @@ class SyncRun:
         """read -> scan -> plan -> (reconcile with Imgur, plan again) -> execute -> fold
         the state -> report. Only the plan decides; only the executor (and the recovery
         passes of reconcile) change anything on Imgur."""
-        state = StateStore.load(self.home, writable=not self.options.dry_run,
-                                clock=self.env.clock)
-        albums_bytes, parsed = read_albums(self.home, state, self.out)
-        scan_started_ns = time.time_ns()
-        scans = self.scan(parsed, state)
-        targets, plan = self.plan(parsed, state, scans, {})
+        with cyclic_gc_paused():
+            state = StateStore.load(self.home, writable=not self.options.dry_run,
+                                    clock=self.env.clock)
+            albums_bytes, parsed = read_albums(self.home, state, self.out)
+            scan_started_ns = time.time_ns()
+            scans = self.scan(parsed, state)
+            targets, plan = self.plan(parsed, state, scans, {})
         self.warn_empty_albums(targets, scans)
         if state.restored:
             state.begin_restore()
