@@ -118,6 +118,11 @@ MAX_JOBS = 16                        # parallel uploads: more only invites 429s
 # second's difference would cost it the whole hour.
 RATE_RESTORE_MARGIN = 300
 RATE_WINDOW_TOLERANCE = 60          # seconds: reset times this close are one window
+# No limit of Imgur's lasts longer than a day (the application's daily credits): a reset
+# further ahead is not a time (epoch milliseconds, 9e18, a broken proxy) and is ignored,
+# never clamped nor saved; the next answer's headers decide. The tolerance allows for
+# clocks that disagree and for rounding.
+RATE_RESET_MAX_AHEAD = 24 * 3600 + RATE_WINDOW_TOLERANCE
 USER_CREDITS_FLOOR = 10              # no upload starts below this
 CLIENT_CREDITS_RESERVE = 0.10        # keep 10 % of the application's daily credits
 PENDING_CLOCK_SLACK = 120            # seconds: remote clocks and our clock disagree
@@ -2060,16 +2065,18 @@ class RateView:
         self.in_flight = 0                # credits of uploads started but not answered
 
     def _reset_time(self, value):
-        """Imgur sends epoch seconds, or (answers seen in 2025) seconds from now."""
+        """Imgur sends epoch seconds, or (answers seen in 2025) seconds from now; a past
+        time means now. None when there is none, or when it is not a plausible time."""
         if value is None:
             return None
-        return value if value >= 1e9 else self.clock.now() + value
+        now = self.clock.now()
+        return plausible_reset(value if value >= 1e9 else now + value, now)
 
     def update(self, headers) -> None:
         def number(name):
             try:
                 return int(float(headers[name]))
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):    # "inf", "nan", text
                 return None
         with self._lock:
             for attribute, header in (("user_limit", "X-RateLimit-UserLimit"),
@@ -2145,16 +2152,23 @@ class RateView:
                     if getattr(self, name) is not None}
 
     def restore(self, saved: dict) -> None:
-        """Take a saved view, keeping only the windows that have not reset since."""
+        """Take a saved view, keeping only the windows that have not reset since. A
+        window whose reset is not a plausible time (an older version saved whatever
+        Imgur sent) is dropped: the next answer's headers decide, so one bad header
+        cannot hold uploads back run after run."""
+        def whole(value):
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
         with self._lock:
             now = self.clock.now()
-            self.user_limit = saved.get("user_limit")
-            self.client_limit = saved.get("client_limit")
+            self.user_limit = whole(saved.get("user_limit"))
+            self.client_limit = whole(saved.get("client_limit"))
             for remaining, reset in self.WINDOWS:
-                if saved.get(reset) and saved[reset] > now + RATE_RESTORE_MARGIN \
-                        and saved.get(remaining) is not None:
-                    setattr(self, remaining, saved[remaining])
-                    setattr(self, reset, saved[reset])
+                at, left = saved.get(reset), whole(saved.get(remaining))
+                if isinstance(at, bool) or not isinstance(at, (int, float)) or left is None:
+                    continue
+                if at > now + RATE_RESTORE_MARGIN and plausible_reset(at, now) == at:
+                    setattr(self, remaining, left)
+                    setattr(self, reset, at)
 
     def reset_at(self) -> float | None:
         candidates = [self.user_reset, self.post_reset]
@@ -2164,6 +2178,27 @@ class RateView:
                 candidates.append(self.client_reset)     # the reserve lasts the day
         candidates = [t for t in candidates if t]
         return max(candidates) if candidates else None
+
+
+def plausible_reset(at: float, now: float) -> float | None:
+    """A reset time as Imgur's limits allow one: `now` for a past one, None (not a
+    time: ignore it) for one more than a day ahead, or not a finite number."""
+    if not isinstance(at, (int, float)) or at != at:            # NaN
+        return None
+    if at > now + RATE_RESET_MAX_AHEAD:
+        return None
+    return max(at, now)
+
+
+def local_time_text(at: float | None) -> str | None:
+    """A time for a message, as local ISO time to the minute; None if it is not one
+    (a message must never fail on a year out of range)."""
+    if at is None:
+        return None
+    try:
+        return dt.datetime.fromtimestamp(at).astimezone().isoformat(timespec="minutes")
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _error_message(payload) -> str:
@@ -4098,10 +4133,9 @@ class SyncRun:
         if rate is not None and rate.user_remaining is not None:
             text += "; %d credits left" % rate.user_remaining
         if tally.rate_limit:
-            reset = tally.rate_limit.reset_at
+            reset = local_time_text(tally.rate_limit.reset_at)
             self.out.error("%s. Stopped early; the next run resumes%s" % (
-                tally.rate_limit, " after %s" % dt.datetime.fromtimestamp(reset).astimezone()
-                .isoformat(timespec="minutes") if reset else ""))
+                tally.rate_limit, " after %s" % reset if reset else ""))
         if tally.stopped:
             self.out.error(str(tally.stopped))
         if tally.auth_error:

@@ -550,6 +550,22 @@ def test_rate_limit_headers_relative(fake, alice):
     assert int(headers['X-RateLimit-ClientReset']) < 10 ** 9
 
 
+def test_rate_header_values_replace_what_is_sent_and_nothing_else(fake, alice):
+    fake.rate_header_values = {'x-ratelimit-userreset': '9e18',
+                               'X-Post-Rate-Limit-Reset': '1700000000000'}
+    headers = call(fake, 'GET', '3/account/me', alice).headers
+    assert headers['X-RateLimit-UserReset'] == '9e18'
+    assert headers['X-RateLimit-UserRemaining'] == '12499'       # still counted
+    assert int(headers['X-RateLimit-ClientReset']) >= 10 ** 9
+    assert 'X-Post-Rate-Limit-Reset' not in headers               # only on POST answers
+    posted = upload(fake, alice).headers
+    assert posted['X-Post-Rate-Limit-Reset'] == '1700000000000'
+    assert posted['X-Post-Rate-Limit-Remaining'] == '1249'
+    fake.rate_header_values = {}
+    headers = call(fake, 'GET', '3/account/me', alice).headers
+    assert abs(int(headers['X-RateLimit-UserReset']) - (fake.now() + 3600)) < 5
+
+
 def test_every_api_answer_carries_rate_headers(fake):
     for answer in (call(fake, 'GET', '3/account/me'),             # 401
                    call(fake, 'GET', '3/album/nope123', ANON)):   # 404

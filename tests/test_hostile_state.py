@@ -1,0 +1,187 @@
+"""Hostile input, round 2 (issue 13): what a server, an album or the home itself can send
+imgurbox that must not wedge it, crash it or escape its files.
+
+- Rate-limit resets that are not a plausible time (README "Rate limits"): ignored, never
+  saved; a saved view with one is dropped, and the next answer decides.
+- Album titles that name imgurbox's own files (README "Files in the home").
+- File names that are not UTF-8 (README "Which files are synced").
+- state.json and state.journal of the wrong shape; file modes; symbolic links; long log
+  lines (README "Files in the home", "Exit codes").
+
+Every test runs imgurbox.py as a subprocess against the fake (fixtures of conftest.py),
+except a table test of the reset rule itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import stat
+import sys
+
+import pytest
+
+from conftest import import_imgurbox
+from imagefiles import jpeg, png
+from mirror_check import (LINK, assert_mirror, done_uploads, load_state, state_files,
+                          uploads)
+
+RESUMES = re.compile(r"resumes after (\d{4}-\d\d-\d\dT\d\d:\d\d[^\s.]*)")
+DAY = 24 * 3600
+posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes and names")
+
+
+# --------------------------------------------------------------------------- helpers
+
+def files(prefix: str, count: int) -> dict:
+    return {f"{prefix}{i:02d}.png": png(f"{prefix}{i}") for i in range(count)}
+
+
+def new_folder(home, name, content):
+    """A folder listed (alone) in albums.txt, never synced; credentials written."""
+    path = home.folder(name, content)
+    home.write_credentials()
+    home.write_albums(f"{path}\n")
+    return path
+
+
+def first_sync(home, fake, name="A", content=None):
+    """One folder synced (exit 0), requests reset; returns its path."""
+    path = new_folder(home, name, files("a", 2) if content is None else content)
+    r = home.run("sync")
+    assert r.code == 0, r
+    assert_mirror(home, fake, [path])
+    fake.reset_requests()
+    return path
+
+
+def no_traceback(r):
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+
+
+def write_state(home, state: dict) -> None:
+    (home.path / "state.json").write_text(json.dumps(state), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- 2. rate-limit resets
+
+BAD_RESETS = ["9e18", "1700000000000", str(10 ** 9 - 1), "inf", "-inf", "nan", "soon"]
+
+
+def test_reset_rule_table():
+    """README "Rate limits": a value below 10^9 is seconds from now, else epoch seconds;
+    more than a day ahead is not a time (ignored, None); a past one means now."""
+    imgurbox = import_imgurbox()
+    now = 1_800_000_000.0
+    view = imgurbox.RateView(imgurbox.Clock(now - imgurbox.time.time()))
+    cases = [(30, now + 30), (DAY, now + DAY), (0, now), (-50, now),
+             (DAY * 2, None), (10 ** 9 - 1, None),
+             (now + 3600, now + 3600), (now + DAY, now + DAY), (now - 3600, now),
+             (10 ** 9, now), (now + 2 * DAY, None), (1.7e12, None), (9e18, None),
+             (float("inf"), None), (float("nan"), None)]
+    for value, expected in cases:
+        got = view._reset_time(value)
+        if expected is None:
+            assert got is None, (value, got)
+        else:
+            assert got is not None and abs(got - expected) < 5, (value, got, expected)
+
+
+@pytest.mark.parametrize("value", BAD_RESETS)
+@pytest.mark.parametrize("style", ["epoch", "relative"])
+def test_implausible_user_reset_is_ignored_and_never_saved(home, fake, value, style):
+    """Issue 13, item 2: an X-RateLimit-UserReset that is no time (epoch milliseconds,
+    9e18, years of seconds, text) stops nothing for good. The run that sees the credits
+    run low stops with exit 4 (no traceback, no date out of range), saves no such reset,
+    and the next run, an hour later, uploads the rest."""
+    fake.reset_style = style
+    fake.rate_header_values = {"X-RateLimit-UserReset": value}
+    fake.user_limit = 1 + 10 + 5                        # album + one upload, then 5 < 10
+    folder = new_folder(home, "A", files("a", 3))
+    r = home.run("sync", "--jobs", "1")
+    assert r.code == 4, r
+    no_traceback(r)
+    assert len(done_uploads(fake)) == 1
+    match = RESUMES.search(r.stderr)
+    if match:                                           # the POST window's time, if any
+        reset = dt.datetime.fromisoformat(match.group(1)).timestamp()
+        assert fake.now() - 120 < reset <= fake.now() + DAY + 120, match.group(0)
+    saved = load_state(home).get("rate", {})
+    assert saved.get("user_reset") is None or saved["user_reset"] <= fake.now() + DAY + 60, saved
+
+    fake.advance(3600)
+    fake.user_limit = 12500
+    fake.reset_requests()
+    r = home.run("sync")
+    assert r.code == 0, r
+    no_traceback(r)
+    assert len(done_uploads(fake)) == 2
+    assert_mirror(home, fake, [folder])
+
+
+@pytest.mark.parametrize("value", ["9e18", "1700000000000", "99999999"])
+def test_implausible_post_reset_is_ignored_and_never_saved(home, fake, value):
+    """The same for X-Post-Rate-Limit-Reset: the hourly POST limit reached, with a reset
+    that is no time, holds back this run only."""
+    fake.rate_header_values = {"X-Post-Rate-Limit-Reset": value}
+    fake.post_limit = 2                                 # the album and one upload
+    folder = new_folder(home, "A", files("a", 3))
+    r = home.run("sync", "--jobs", "1")
+    assert r.code == 4, r
+    no_traceback(r)
+    assert len(done_uploads(fake)) == 1
+    saved = load_state(home).get("rate", {})
+    assert saved.get("post_reset") is None or saved["post_reset"] <= fake.now() + DAY + 60, saved
+
+    fake.advance(3600)
+    fake.reset_requests()
+    r = home.run("sync")
+    assert r.code == 0, r
+    assert len(done_uploads(fake)) == 2
+    assert_mirror(home, fake, [folder])
+
+
+@pytest.mark.parametrize("rate", [
+    {"user_limit": 12500, "user_remaining": 0, "user_reset": 9e18},
+    {"user_limit": 12500, "user_remaining": 0, "user_reset": 1.7e12},
+    {"post_remaining": 0, "post_reset": 2e13},
+    {"client_limit": 12500, "client_remaining": 0, "client_reset": 4e9},
+    {"user_limit": "many", "user_remaining": "0", "user_reset": "tomorrow"},
+    {"user_remaining": 0, "user_reset": None, "post_remaining": [], "post_reset": {}},
+], ids=["9e18", "epoch-ms", "post", "client", "text", "nulls"])
+def test_saved_view_with_an_implausible_reset_is_dropped(home, fake, rate):
+    """A state.json saved by an older version with such a reset (or with values of the
+    wrong type) holds nothing back: the view is dropped on load, the first request's
+    headers decide, and the state then keeps only plausible times."""
+    folder = first_sync(home, fake)
+    state = load_state(home)
+    state["rate"] = rate
+    write_state(home, state)
+    (folder / "new.png").write_bytes(png("new"))
+    r = home.run("sync")
+    assert r.code == 0, r
+    no_traceback(r)
+    assert len(done_uploads(fake)) == 1
+    assert_mirror(home, fake, [folder])
+    saved = load_state(home)["rate"]
+    for name in ("user_reset", "client_reset", "post_reset"):
+        assert isinstance(saved.get(name, 0), (int, float)), saved
+        assert saved.get(name, 0) <= fake.now() + DAY + 60, saved
+
+
+def test_plausible_saved_view_still_holds_uploads_back(home, fake):
+    """The other side: a saved view whose window really has not reset (credits used up,
+    reset in half an hour) still starts no upload, as before (README "Rate limits")."""
+    folder = first_sync(home, fake)
+    state = load_state(home)
+    state["rate"] = {"user_limit": 12500, "user_remaining": 0,
+                     "user_reset": fake.now() + 1800}
+    write_state(home, state)
+    (folder / "new.png").write_bytes(png("new"))
+    r = home.run("sync")
+    assert r.code == 4, r
+    assert uploads(fake) == []
+    match = RESUMES.search(r.stderr)
+    assert match, r.stderr
