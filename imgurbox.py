@@ -823,6 +823,105 @@ def iso_now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+# The shape of state.json and of each journal line: valid JSON of another shape (a list,
+# a number where text belongs, a missing key) is a damaged file, reported with restore
+# advice (exit 2), never a traceback later in the run. Kinds: "text", "whole" (an int),
+# "number", "bool", "texts" (a list of text), "object", "list"; a trailing "?" allows null.
+ALBUM_FIELDS = {"folder": "text", "listed": "bool", "title": "text?", "owner": "text?",
+                "download_only": "bool", "incomplete": "bool", "to_delete": "texts",
+                "ignored": "texts", "last_sync": "text?", "last_error": "text?",
+                "privacy_unverified": "bool"}
+PENDING_FIELDS = {
+    "upload": {"album": "text", "name": "text", "hash": "text", "size": "whole",
+               "mtime_ns": "whole", "inode": "whole", "sent_name": "text"},
+    "create_album": {"folder": "text", "title": "text"},
+    "download": {"album": "text", "image_id": "text", "hash": "text", "folder": "text"}}
+JOURNAL_FIELDS = {
+    "album": {"album": "text", "fields": "object"},
+    "file": {"album": "text", "name": "text", "record": "list"},
+    "unfile": {"album": "text", "name": "text", "image_id": "text"},
+    "refile": {"album": "text", "name": "text", "to_album": "text", "to_name": "text",
+               "record": "list"},
+    "to_delete": {"album": "text", "image_id": "text"},
+    "deleted": {"album": "text", "image_id": "text"},
+    "ignore": {"album": "text", "image_id": "text"},
+    "pending": {"record": "object"},
+    "resolved": {"id": "text"},
+    "refused": {"hash": "text", "info": "object"},
+    "run": {"number": "whole"},
+    "restore_begun": {"number": "whole", "albums": "texts"},
+    "restore_checked": {"album": "text"}}
+OPTIONAL_FIELDS = {"sent_name"}           # pending uploads recorded before it existed
+_KIND_NAMES = {"text": "text", "whole": "a whole number", "number": "a number",
+               "bool": "true or false", "texts": "a list of text", "object": "an object",
+               "list": "a list"}
+
+
+def _is_kind(value, kind: str) -> bool:
+    if kind.endswith("?"):
+        return value is None or _is_kind(value, kind[:-1])
+    if kind == "text":
+        return type(value) is str
+    if kind == "whole":
+        return type(value) is int
+    if kind == "number":
+        return type(value) in (int, float)
+    if kind == "bool":
+        return type(value) is bool
+    if kind == "texts":
+        return type(value) is list and all(type(item) is str for item in value)
+    return type(value) is (dict if kind == "object" else list)
+
+
+def check_fields(what: str, value, kinds: dict, required: bool = True) -> dict:
+    """`value` as a JSON object whose fields have the given kinds (every one of them
+    present unless `required` is False); ValueError naming `what` and the field if not."""
+    if type(value) is not dict:
+        raise ValueError("%s is not a JSON object" % what)
+    for key, kind in kinds.items():
+        if key not in value:
+            if required and key not in OPTIONAL_FIELDS:
+                raise ValueError("%s has no %r" % (what, key))
+        elif not _is_kind(value[key], kind):
+            raise ValueError("%s: %r is not %s" % (what, key, _KIND_NAMES[kind.rstrip("?")]))
+    return value
+
+
+def file_records(what: str, rows: list) -> dict:
+    """name -> FileRecord from rows [name, image_id, hash, size, mtime_ns, inode]
+    (FILE_FIELDS); ValueError for a row of another shape. Written out for speed: a
+    no-op run loads every row of a large library."""
+    records = {}
+    for row in rows:
+        if type(row) is not list or len(row) != 6:
+            raise ValueError("%s: a file row is not [%s]" % (what, ", ".join(FILE_FIELDS)))
+        name, image_id, content, size, mtime_ns, inode = row
+        if type(name) is not str or type(image_id) is not str or type(content) is not str \
+                or type(size) is not int or type(mtime_ns) is not int or type(inode) is not int:
+            raise ValueError("%s: a file row is not [%s]" % (what, ", ".join(FILE_FIELDS)))
+        records[name] = FileRecord(image_id, content, size, mtime_ns, inode)
+    return records
+
+
+def check_pending(what: str, record) -> dict:
+    check_fields(what, record, {"op": "text", "id": "text", "since": "number"})
+    kinds = PENDING_FIELDS.get(record["op"])
+    if kinds is None:
+        raise ValueError("%s: unknown operation %r" % (what, record["op"]))
+    return check_fields(what, record, kinds)
+
+
+def check_album_fields(what: str, fields, new: bool) -> dict:
+    """An album's fields (all but its files); a new album needs at least its folder."""
+    check_fields(what, fields, ALBUM_FIELDS, required=False)
+    unknown = sorted(set(fields) - set(ALBUM_FIELDS))
+    if unknown:
+        raise ValueError("%s: unknown field %r" % (what, unknown[0]))
+    if new and "folder" not in fields:
+        raise ValueError("%s has no 'folder'" % what)
+    return fields
+
+
 class StateStore:
     """The state, in memory, with every change journaled before it is relied on.
 
@@ -879,7 +978,7 @@ class StateStore:
         if raw is not None:
             try:
                 store._from_json(json.loads(raw))
-            except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+            except (ValueError, TypeError) as e:      # not JSON, or JSON of another shape
                 raise UsageError(
                     "%s is damaged (%s). Nothing was changed. Copy %s over it: the next "
                     "run finds what later runs uploaded and adopts it, so nothing is "
@@ -900,20 +999,33 @@ class StateStore:
             # run uploads into; taking it for current could cost duplicates.
             return self.run + 1
 
-    def _from_json(self, data: dict) -> None:
+    def _from_json(self, data) -> None:
+        """Take a parsed state.json; ValueError if it has another shape than to_json's."""
+        if type(data) is not dict:
+            raise ValueError("not a JSON object")
         if data.get("version") != STATE_VERSION:
             raise ValueError("unknown state version %r" % data.get("version"))
-        self.generation = int(data["generation"])
-        self.run = int(data.get("run", 0))
+        check_fields("the state", data, {"generation": "whole", "albums": "object"})
+        check_fields("the state", data, {
+            "run": "whole", "restore_owed": "texts", "scanned_at_ns": "whole",
+            "pending": "list", "refused": "object", "rate": "object"}, required=False)
+        self.generation = data["generation"]
+        self.run = data.get("run", 0)
         self.restore_owed = list(data.get("restore_owed", []))
-        self.scanned_at_ns = int(data.get("scanned_at_ns", 0))
+        self.scanned_at_ns = data.get("scanned_at_ns", 0)
         for album_id, album in data["albums"].items():
-            fields = {k: v for k, v in album.items() if k not in ("files",)}
-            files = {row[0]: FileRecord._make(row[1:]) for row in album["files"]}
+            what = "album %s" % album_id
+            if type(album) is not dict or type(album.get("files")) is not list:
+                raise ValueError("%s: 'files' is not a list" % what)
+            fields = check_album_fields(what, {k: v for k, v in album.items()
+                                               if k != "files"}, new=True)
+            files = file_records(what, album["files"])
             self.albums[album_id] = AlbumState(album_id=album_id, files=files, **fields)
-        self.pending = list(data.get("pending", []))
-        self.refused = dict(data.get("refused", {}))
-        self.rate = dict(data.get("rate", {}))
+        self.pending = [check_pending("a pending operation", p)
+                        for p in data.get("pending", [])]
+        self.refused = {content: check_fields("a refused file", info, {}) for content, info
+                        in data.get("refused", {}).items()}
+        self.rate = dict(data.get("rate", {}))      # RateView.restore checks its values
 
     def _replay_journal(self) -> None:
         try:
@@ -938,10 +1050,20 @@ class StateStore:
                                  "delete the journal." % (self.journal_path, index + 1,
                                                           STATE_BACKUP, STATE_FILE))
             good_end += len(line) + 1
-            if entry.get("gen") == self.generation:
-                self._apply(entry)
-                self.dirty = True
-                self._journal_has_lines = True
+            try:
+                if type(entry) is not dict:
+                    raise ValueError("not a JSON object")
+                if entry.get("gen") == self.generation:
+                    self._check_entry(entry)
+                    self._apply(entry)
+                    self.dirty = True
+                    self._journal_has_lines = True
+            except ValueError as e:
+                raise UsageError("%s is damaged at line %d (%s). Nothing was changed. "
+                                 "Restore %s over %s and delete the journal: the next run "
+                                 "finds what later runs uploaded and adopts it."
+                                 % (self.journal_path, index + 1, e, STATE_BACKUP,
+                                    STATE_FILE))
         if data and not data.endswith(b"\n") and self.writable:
             with open(self.journal_path, "ab") as f:     # the next line starts a line
                 f.write(b"\n")
@@ -1016,6 +1138,27 @@ class StateStore:
         if durable:
             os.fsync(self._journal.fileno())
         self._journal_has_lines = True
+
+    def _check_entry(self, entry: dict) -> None:
+        """A journal line read back has the shape _record wrote, and names albums the
+        state knows where it changes one; ValueError if not."""
+        check_fields("the line", entry, {"op": "text"})
+        kinds = JOURNAL_FIELDS.get(entry["op"])
+        if kinds is None:
+            raise ValueError("unknown operation %r" % entry["op"])
+        check_fields("the line", entry, kinds)
+        op = entry["op"]
+        if op == "album":
+            check_album_fields("the line", entry["fields"],
+                               new=entry["album"] not in self.albums)
+        elif op == "pending":
+            check_pending("the line", entry["record"])
+        elif op not in ("resolved", "refused", "run", "restore_begun", "restore_checked"):
+            for key in ("album", "to_album"):
+                if key in entry and entry[key] not in self.albums:
+                    raise ValueError("album %s is not in the state" % entry[key])
+        if "record" in kinds and op != "pending":
+            file_records("the line", [["", *entry["record"]]])
 
     def _apply(self, entry: dict) -> None:
         with self._lock:        # upload workers read the state (known_image_ids) meanwhile

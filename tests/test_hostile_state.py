@@ -185,3 +185,150 @@ def test_plausible_saved_view_still_holds_uploads_back(home, fake):
     assert uploads(fake) == []
     match = RESUMES.search(r.stderr)
     assert match, r.stderr
+
+
+# --------------------------------------------------------------------------- minor: shapes
+
+def _state_shapes(state: dict) -> dict:
+    """Valid JSON of the wrong shape, made from a real state.json."""
+    album_id = next(iter(state["albums"]))
+    album = state["albums"][album_id]
+
+    def changed(path, value):
+        copy = json.loads(json.dumps(state))
+        target = copy
+        for key in path[:-1]:
+            target = target[key]
+        if value is KeyError:
+            del target[path[-1]]
+        else:
+            target[path[-1]] = value
+        return copy
+    row = album["files"][0]
+    return {
+        "list": [state], "number": 5, "text": "state", "null": None,
+        "no-generation": changed(["generation"], KeyError),
+        "generation-text": changed(["generation"], "3"),
+        "no-albums": changed(["albums"], KeyError),
+        "albums-list": changed(["albums"], [album]),
+        "album-text": changed(["albums", album_id], "x"),
+        "folder-number": changed(["albums", album_id, "folder"], 5),
+        "no-folder": changed(["albums", album_id, "folder"], KeyError),
+        "listed-text": changed(["albums", album_id, "listed"], "yes"),
+        "to-delete-numbers": changed(["albums", album_id, "to_delete"], [1, 2]),
+        "files-object": changed(["albums", album_id, "files"], {"a": row}),
+        "row-short": changed(["albums", album_id, "files"], [row[:3]]),
+        "row-size-text": changed(["albums", album_id, "files"], [row[:3] + ["big"] + row[4:]]),
+        "row-name-null": changed(["albums", album_id, "files"], [[None] + row[1:]]),
+        "pending-number": changed(["pending"], [5]),
+        "pending-no-keys": changed(["pending"], [{"op": "upload"}]),
+        "pending-unknown": changed(["pending"], [{"op": "teleport", "id": "1", "since": 1}]),
+        "refused-list": changed(["refused"], ["abc"]),
+        "refused-text": changed(["refused"], {"abc": "refused"}),
+        "rate-text": changed(["rate"], "fast"),
+        "restore-owed-text": changed(["restore_owed"], "abc"),
+        "run-float": changed(["run"], 1.5),
+    }
+
+
+SHAPES = ["list", "number", "text", "null", "no-generation", "generation-text", "no-albums",
+          "albums-list", "album-text", "folder-number", "no-folder", "listed-text",
+          "to-delete-numbers", "files-object", "row-short", "row-size-text", "row-name-null",
+          "pending-number", "pending-no-keys", "pending-unknown", "refused-list",
+          "refused-text", "rate-text", "restore-owed-text", "run-float"]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_state_json_of_the_wrong_shape_exits_2_with_restore_advice(home, fake, shape):
+    """Minor item: valid JSON of another shape is a damaged state.json: exit 2 naming it,
+    with the advice to copy state.json.bak over it, no traceback, nothing changed, no
+    request, for sync and for status alike."""
+    folder = first_sync(home, fake)
+    (folder / "new.png").write_bytes(png("new"))
+    bad = json.dumps(_state_shapes(load_state(home))[shape]).encode()
+    (home.path / "state.json").write_bytes(bad)
+    for command in ("sync", "status"):
+        r = home.run(command)
+        assert r.code == 2, (command, r)
+        no_traceback(r)
+        assert "state.json is damaged" in r.stderr and "state.json.bak" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert (home.path / "state.json").read_bytes() == bad
+    assert fake.api_requests() == []
+
+
+def _journal_lines(gen: int, album_id: str, row: list) -> dict:
+    record = row[1:]
+    return {
+        "list": [1, 2], "number": 5, "text": "x", "null": None,
+        "no-op": {"gen": gen, "album": album_id},
+        "op-number": {"gen": gen, "op": 3},
+        "unknown-op": {"gen": gen, "op": "teleport"},
+        "file-no-record": {"gen": gen, "op": "file", "album": album_id, "name": "n.png"},
+        "file-record-short": {"gen": gen, "op": "file", "album": album_id, "name": "n.png",
+                              "record": record[:2]},
+        "file-record-types": {"gen": gen, "op": "file", "album": album_id, "name": "n.png",
+                              "record": [1, 2, 3, 4, 5]},
+        "file-unknown-album": {"gen": gen, "op": "file", "album": "nosuch", "name": "n.png",
+                               "record": record},
+        "file-name-list": {"gen": gen, "op": "file", "album": album_id, "name": ["n"],
+                           "record": record},
+        "new-album-no-folder": {"gen": gen, "op": "album", "album": "new1", "fields": {}},
+        "album-fields-list": {"gen": gen, "op": "album", "album": album_id, "fields": []},
+        "album-listed-text": {"gen": gen, "op": "album", "album": album_id,
+                              "fields": {"listed": "no"}},
+        "pending-no-keys": {"gen": gen, "op": "pending", "record": {"op": "upload"}},
+        "resolved-number": {"gen": gen, "op": "resolved", "id": 5},
+        "refile-unknown-target": {"gen": gen, "op": "refile", "album": album_id,
+                                  "name": row[0], "to_album": "nosuch", "to_name": "x",
+                                  "record": record},
+        "restore-albums-text": {"gen": gen, "op": "restore_begun", "number": 3,
+                                "albums": "abc"},
+    }
+
+
+JOURNAL_SHAPES = ["list", "number", "text", "null", "no-op", "op-number", "unknown-op",
+                  "file-no-record", "file-record-short", "file-record-types",
+                  "file-unknown-album", "file-name-list", "new-album-no-folder",
+                  "album-fields-list", "album-listed-text", "pending-no-keys",
+                  "resolved-number", "refile-unknown-target", "restore-albums-text"]
+
+
+@pytest.mark.parametrize("shape", JOURNAL_SHAPES)
+def test_journal_line_of_the_wrong_shape_exits_2_with_restore_advice(home, fake, shape):
+    """The same for a state.journal line: exit 2 naming the journal and its line, with
+    the restore advice; no traceback, no request, neither file changed."""
+    folder = first_sync(home, fake)
+    state = load_state(home)
+    album_id = next(iter(state["albums"]))
+    row = state["albums"][album_id]["files"][0]
+    line = json.dumps(_journal_lines(state["generation"], album_id, row)[shape])
+    good = json.dumps({"gen": state["generation"], "op": "to_delete", "album": album_id,
+                       "image_id": "zzzzzzz", "run": 1})
+    journal = (good + "\n" + line + "\n" + good + "\n").encode()
+    (home.path / "state.journal").write_bytes(journal)
+    (folder / "new.png").write_bytes(png("new"))
+    before = (home.path / "state.json").read_bytes()
+    for command in ("sync", "status"):
+        r = home.run(command)
+        assert r.code == 2, (command, r)
+        no_traceback(r)
+        assert "state.journal is damaged at line 2" in r.stderr, r.stderr
+        assert "state.json.bak" in r.stderr, r.stderr
+    assert (home.path / "state.journal").read_bytes() == journal
+    assert (home.path / "state.json").read_bytes() == before
+    assert fake.api_requests() == []
+
+
+def test_journal_lines_of_another_generation_are_skipped_whatever_their_content(home, fake):
+    """Lines folded into an older state.json are ignored (README "Reliability"); only
+    their being JSON objects is checked, so a good state with a stale journal still runs."""
+    folder = first_sync(home, fake)
+    state = load_state(home)
+    stale = json.dumps({"gen": state["generation"] - 1, "op": "file", "album": "gone",
+                        "name": "x.png", "record": ["a", "b", 1, 2, 3]})
+    (home.path / "state.journal").write_text(stale + "\n", encoding="utf-8")
+    (folder / "new.png").write_bytes(png("new"))
+    r = home.run("sync")
+    assert r.code == 0, r
+    assert_mirror(home, fake, [folder])
