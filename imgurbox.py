@@ -77,6 +77,9 @@ LOG_FILE = "log.txt"
 LOCK_FILE = "imgurbox.lock"
 LOG_MAX_BYTES = 1024 * 1024
 LOG_KEEP = 3
+# Characters of one log line's text; the rest is cut, so that a 100 MB line of albums.txt
+# in an error message cannot blow the log past its LOG_KEEP + 1 files of about 1 MiB.
+LOG_LINE_MAX = 4000
 # Names a downloaded album's folder never takes: imgurbox's own files in the home, with
 # their rotated (log.txt.1) and temporary (state.json.tmp-123) forms; and settings.json,
 # which a later version may write.
@@ -782,6 +785,26 @@ def rewrite_albums_txt(parsed: ParsedAlbums, new_texts: dict) -> bytes:
 # State store: state.json, state.json.bak and the append-only state.journal
 ###############################################################################
 
+# File names that are not UTF-8. A name the file system gives that is not valid UTF-8
+# (an old archive, a camera card written on another system) is held in memory as Python
+# gives it, a str with each undecodable byte as one lone surrogate U+DC80-U+DCFF
+# (os.fsdecode's "surrogateescape"), so that the file can always be opened again; on
+# Windows a name may hold a lone UTF-16 surrogate the same way. In state.json and the
+# journal such a character is the JSON escape "\udcXX" (state_json_bytes): both files
+# stay valid UTF-8 JSON and json.loads reads the escape back as the same character, so
+# the name round-trips exactly. (A file system never gives a high surrogate followed by
+# a low one, the only pair json.loads would join.) Imgur is sent readable text instead:
+# imgur_name() puts U+FFFD for each such character, and that name is kept in the
+# pending record, because the pending check and the restored-state pass match on it.
+# Messages show the bytes escaped (shown_name: Caf\xe9.png).
+
+def state_json_bytes(value, **dump_options) -> bytes:
+    """A value as UTF-8 JSON, lone surrogates (bytes of names that are not UTF-8) as
+    "\\udcXX" escapes, which json.loads reads back as they were."""
+    return json.dumps(value, ensure_ascii=False, **dump_options).encode(
+        "utf-8", "backslashreplace")
+
+
 def write_atomically(path: str, data: bytes, mode: int | None = None) -> None:
     """Write a file so that a crash leaves either the old or the new content."""
     tmp = "%s.tmp-%d" % (path, os.getpid())
@@ -1096,13 +1119,13 @@ class StateStore:
         if not self.writable or not (self.dirty or self._journal_has_lines):
             return False
         self.generation += 1
-        data = json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":"))
+        data = state_json_bytes(self.to_json(), separators=(",", ":"))
         try:
             with open(self.path, "rb") as f:
                 write_atomically(self.backup_path, f.read())
         except FileNotFoundError:
             pass
-        write_atomically(self.path, data.encode("utf-8"))
+        write_atomically(self.path, data)
         _fsync_folder(os.path.dirname(self.path))   # the rename lands before the unlink
         self._close_journal()
         try:
@@ -1133,7 +1156,7 @@ class StateStore:
         if self._journal is None:
             self._journal = open(self.journal_path, "ab")
         entry = dict(entry, gen=self.generation, run=self.this_run)
-        self._journal.write(json.dumps(entry, ensure_ascii=False).encode("utf-8") + b"\n")
+        self._journal.write(state_json_bytes(entry) + b"\n")
         self._journal.flush()
         if durable:
             os.fsync(self._journal.fileno())
@@ -1422,6 +1445,35 @@ def _hash_png(f, size: int, digest) -> None:
             continue
         digest.update(header)
         _hash_copy(f, digest, length + 4)
+
+
+# Names that are not UTF-8: see state_json_bytes.
+
+def _is_surrogate(c: str) -> bool:
+    return "\ud800" <= c <= "\udfff"
+
+
+def imgur_name(name: str) -> str:
+    """The name as Imgur is sent it: the file's name, each byte that was not UTF-8 (a
+    lone surrogate) replaced by U+FFFD."""
+    if name.isascii():
+        return name
+    return "".join("\ufffd" if _is_surrogate(c) else c for c in name)
+
+
+def sent_as_note(name: str) -> str:
+    """For a message about an upload: the name Imgur was sent, when it is not the file's."""
+    sent = imgur_name(name)
+    return "" if sent == name else "; its name is not UTF-8 and was sent as %r" % sent
+
+
+def shown_name(name: str) -> str:
+    """A name for a message: a byte that was not UTF-8 as \\xNN, any other lone
+    surrogate as \\uNNNN, the rest as it is."""
+    if name.isascii():
+        return name
+    return "".join(("\\x%02x" % (ord(c) - 0xDC00) if "\udc80" <= c <= "\udcff"
+                    else "\\u%04x" % ord(c)) if _is_surrogate(c) else c for c in name)
 
 
 def file_extension(name: str) -> str:
@@ -1862,7 +1914,7 @@ def _link_actions(target: Target, remote: RemoteAlbum, scan, plan) -> list:
     actions = [LinkAlbum(remote.album_id, folder=target.folder, title=remote.title or "",
                          owner=remote.owner, download_only=not remote.owned)]
     # Names compared in NFC: macOS file systems hand back decomposed names (NFD).
-    local = {unicodedata.normalize("NFC", name): found
+    local = {unicodedata.normalize("NFC", imgur_name(name)): found
              for name, found in (scan.files.items() if scan is not None else ())}
     for image in sorted(remote.images, key=lambda i: (i.datetime, i.image_id)):
         match = local.pop(unicodedata.normalize("NFC", image.name), None) if image.name else None
@@ -1974,7 +2026,11 @@ class Log:
         self._lock = threading.Lock()
 
     def write(self, text: str) -> None:
-        line = ("%s %s\n" % (iso_now(), redact(text).replace("\n", " "))).encode("utf-8")
+        # Redacted before it is cut, so that no cut leaves part of a secret in the clear.
+        text = redact(text).replace("\n", " ")
+        if len(text) > LOG_LINE_MAX:
+            text = "%s... (%d more characters)" % (text[:LOG_LINE_MAX], len(text) - LOG_LINE_MAX)
+        line = ("%s %s\n" % (iso_now(), shown_name(text))).encode("utf-8")
         with self._lock:
             try:
                 self._rotate_if_needed(len(line))
@@ -3321,6 +3377,7 @@ class Executor:
             self.stop_for(RateLimitError(blocked, self.api.rate.reset_at()))
             return UploadSkipped("not started")
         pending = self.state.add_pending({"op": "upload", "album": album_id, "name": f.name,
+                                          "sent_name": imgur_name(f.name),
                                           "hash": f.hash, "size": f.size,
                                           "mtime_ns": f.mtime_ns, "inode": f.inode},
                                          durable=False)      # run_uploads syncs it
@@ -3341,7 +3398,7 @@ class Executor:
         for attempt in range(MAX_TRIES):
             try:
                 answer = self.client.upload_file(action.file.path, pending["album"],
-                                                 action.file.name, on_bytes, transfer)
+                                                 pending["sent_name"], on_bytes, transfer)
                 return UploadResult(str(answer["id"]))
             except (AuthError, RateLimitError) as e:
                 e.not_sent = attempt == 0               # refused outright: nothing pending
@@ -3404,8 +3461,8 @@ class Executor:
                 self.state.resolve_pending(pending["id"])   # refused: not performed
             if result.status == 400:
                 self.state.set_refused(f.hash, {"name": f.name, "message": str(result)})
-                self.fail("%s: Imgur refused the file (%s); it is retried once it changes"
-                          % (where, result))
+                self.fail("%s: Imgur refused the file (%s%s); it is retried once it changes"
+                          % (where, result, sent_as_note(f.name)))
             else:
                 self.fail("%s: %s" % (where, result))
             return
@@ -3575,7 +3632,8 @@ def find_pending_upload(client, state: StateStore, pending: dict, cache: dict) -
     known = state.known_image_ids()
     since = pending["since"] - PENDING_CLOCK_SLACK
     found = [image for image in cache[album_id]
-             if image.image_id not in known and image.name == pending["name"]
+             if image.image_id not in known
+             and image.name == pending.get("sent_name", pending["name"])
              and image.datetime >= since]
     found.sort(key=lambda image: (image.datetime, image.image_id))
     return [image.image_id for image in found]
@@ -3911,7 +3969,8 @@ class SyncRun:
                 by_name[unicodedata.normalize("NFC", image.name)].append(image)
         adopted = 0
         for action in actions:
-            found = sorted(by_name.pop(unicodedata.normalize("NFC", action.file.name), []),
+            sent = imgur_name(action.file.name)              # the name Imgur was sent
+            found = sorted(by_name.pop(unicodedata.normalize("NFC", sent), []),
                            key=lambda image: (image.datetime, image.image_id), reverse=True)
             if not found:
                 continue
@@ -4477,7 +4536,8 @@ def _obtain_tokens(api: Api, credentials: Credentials, refresh_token: str | None
 
 
 def run_status(home: str, out: Output) -> int:
-    """`status`: per folder, what is synced and what waits; no lock, request or write."""
+    """`status`: per folder, what is synced and what waits; no lock, request or write.
+    Names that are not UTF-8 show their bytes escaped (shown_name)."""
     state = StateStore.load(home, writable=False)
     _, parsed = read_albums(home, state, out)
     scans = scan_listed_folders(parsed, state, False, Output(-1, None, no_color=True))
@@ -4485,8 +4545,8 @@ def run_status(home: str, out: Output) -> int:
     plan = plan_sync(targets, scans, state, {}, PlanOptions())
     last_ok = last_successful_run(home)
     for target in targets:
-        print("\n".join(_status_of_folder(target, state, scans.get(target.folder), plan,
-                                           last_ok)))
+        print(shown_name("\n".join(_status_of_folder(target, state, scans.get(target.folder),
+                                                      plan, last_ok))))
     if state.pending:
         print("%s not yet confirmed by Imgur (from an interrupted run, or one running now): "
               "the next sync checks %s" % (_count(len(state.pending), "operation"),

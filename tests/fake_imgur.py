@@ -542,11 +542,15 @@ class Fault:
     remaining: int | None
     options: dict
     fired: int = 0
+    upload_name: str | None = None
 
     def matches(self, request: Request) -> bool:
         if self.remaining is not None and self.remaining <= 0:
             return False
         if self.method and self.method.upper() != request.method:
+            return False
+        if self.upload_name is not None and \
+                re.search(self.upload_name, request.value('name') or '') is None:
             return False
         return self.path is None or re.search(self.path, request.path) is not None
 
@@ -1032,18 +1036,21 @@ class FakeImgur:
     # -- Faults ---------------------------------------------------------------
 
     def add_fault(self, kind: str, method: str | None = None, path: str | None = None,
-                  count: int | None = 1, **options) -> Fault:
+                  count: int | None = 1, *, upload_name: str | None = None,
+                  **options) -> Fault:
         """Make the next ``count`` matching requests fail (None: all of them).
 
-        ``path`` is a regex searched in the request path. One fault fires per request:
-        the first added that matches.
+        ``path`` is a regex searched in the request path; ``upload_name`` one searched
+        in the request's ``name`` field (an upload's file name; a request without one
+        does not match). One fault fires per request: the first added that matches.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f'unknown fault kind {kind!r}')
         unknown = set(options) - set(FAULT_KINDS[kind])
         if unknown:
             raise ValueError(f'fault {kind!r} takes no option {sorted(unknown)}')
-        fault = Fault(kind, method, path, count, {**FAULT_KINDS[kind], **options})
+        fault = Fault(kind, method, path, count, {**FAULT_KINDS[kind], **options},
+                      upload_name=upload_name)
         with self._lock:
             self.faults.append(fault)
         return fault

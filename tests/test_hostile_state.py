@@ -332,3 +332,168 @@ def test_journal_lines_of_another_generation_are_skipped_whatever_their_content(
     r = home.run("sync")
     assert r.code == 0, r
     assert_mirror(home, fake, [folder])
+
+
+# --------------------------------------------------------------------------- 6. names not UTF-8
+
+BAD = os.fsdecode(b"Caf\xe9.png")           # as os.listdir gives it: Caf\udce9.png
+SENT = "Caf\ufffd.png"                      # as Imgur is sent it
+
+
+def bad_name_folder(home, name="A", extra=None):
+    """A folder holding a file whose name is not UTF-8, and a plain one."""
+    folder = home.folder(name, {"ok.png": png("ok")})
+    try:
+        (folder / BAD).write_bytes(png("bad"))
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    for file_name, data in (extra or {}).items():
+        (folder / file_name).write_bytes(data)
+    return folder
+
+
+def names_sent(fake) -> list:
+    return sorted(r.value("name") for r in done_uploads(fake))
+
+
+@posix_only
+def test_name_that_is_not_utf8_syncs_and_round_trips_through_the_state(home, fake):
+    """Issue 13, item 6: one such name stopped every folder. Now every file uploads; Imgur
+    gets readable text (the bad byte as U+FFFD); state.json stays valid UTF-8 JSON and
+    gives the name back byte for byte, so the next run sends nothing; status and log.txt
+    show the byte escaped, never a traceback."""
+    folder_a = bad_name_folder(home, "A", {"Caf\xe9.txt": b"notes"})
+    os.rename(folder_a / "Caf\xe9.txt", folder_a / os.fsdecode(b"Caf\xe9.txt"))
+    folder_b = home.folder("B", {"b.png": png("b")})
+    home.write_credentials()
+    home.write_albums(f"{folder_a}\n{folder_b}\n")
+    r = home.run("sync")
+    assert r.code == 0, r
+    no_traceback(r)
+    assert names_sent(fake) == sorted(["b.png", SENT, "ok.png"])
+    raw = (home.path / "state.json").read_bytes()
+    state = json.loads(raw.decode("utf-8"))                 # strict: valid UTF-8
+    album_a = [a for a, album in state["albums"].items() if album["folder"] == str(folder_a)][0]
+    assert os.fsencode(BAD) in [os.fsencode(n) for n in state_files(state, album_a)]
+    assert_mirror(home, fake, [folder_a, folder_b], by="records")
+    log = (home.path / "log.txt").read_bytes().decode("utf-8")
+    assert "Caf\\xe9.png" in log, log
+
+    fake.reset_requests()
+    r = home.run("sync")
+    assert r.code == 0 and fake.api_requests() == [], (r, fake.api_requests())
+
+    r = home.run("status")
+    assert r.code == 0, r
+    no_traceback(r)
+    assert "Caf\\xe9.txt" in r.stdout, r.stdout          # the skipped file, escaped
+    assert "\udce9" not in r.stdout and "\\udce9" not in r.stdout
+
+
+@posix_only
+def test_name_that_is_not_utf8_round_trips_through_the_journal(home, fake):
+    """Killed (SIGKILL) while uploading the next file: the journal holds the first one's
+    lines (its pending record, maybe its record), with the name in it. The next run
+    replays them: that file is not uploaded again, the rest is."""
+    folder = bad_name_folder(home, extra={"zz.png": png("zz")})
+    home.write_credentials()
+    home.write_albums(f"{folder}\n")
+    proc_box = []
+
+    def kill_at_the_last_upload(phase, request):
+        if phase == "before" and request.value("name") == "zz.png":
+            proc_box[0].kill()
+            return "drop"
+        return None
+    fake.on_request = kill_at_the_last_upload
+    proc = home.start("sync", "--jobs", "1")
+    proc_box.append(proc)
+    proc.communicate(timeout=120)
+    fake.on_request = None
+    assert proc.returncode == -9
+    fake.wait_idle()
+    journal = (home.path / "state.journal").read_bytes()
+    journal.decode("utf-8")                                 # strict: valid UTF-8
+    assert b"\\udce9" in journal, journal
+    r = home.run("sync")
+    assert r.code == 0, r
+    no_traceback(r)
+    assert names_sent(fake).count(SENT) == 1, names_sent(fake)
+    assert_mirror(home, fake, [folder], by="records")
+
+
+@posix_only
+def test_pending_check_matches_the_name_imgur_was_sent(home, fake):
+    """An upload whose answer was lost (the connection closed after Imgur stored it) is
+    looked for before it is sent again: the check matches the name Imgur was sent
+    (recorded in the pending record), so it is adopted, never uploaded twice."""
+    folder = bad_name_folder(home)
+    home.write_credentials()
+    home.write_albums(f"{folder}\n")
+    fake.add_fault("drop_after", method="POST", path=r"^/3/image$", upload_name="\ufffd")
+    r = home.run("sync")
+    assert r.code == 0, r
+    no_traceback(r)
+    assert [r.value("name") for r in uploads(fake)].count(SENT) == 1, names_sent(fake)
+    assert_mirror(home, fake, [folder], by="records")
+
+
+@posix_only
+def test_restored_state_adopts_an_upload_by_the_name_imgur_was_sent(home, fake):
+    """README "Reliability": state.json.bak copied back after a run uploaded such a file:
+    the restored-state pass finds that upload by the name Imgur was sent and adopts it."""
+    folder = first_sync(home, fake, content={"ok.png": png("ok")})
+    saved = (home.path / "state.json").read_bytes()
+    try:
+        (folder / BAD).write_bytes(png("bad"))
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system takes only UTF-8 names")
+    r = home.run("sync")
+    assert r.code == 0, r
+    assert names_sent(fake) == [SENT]
+    (home.path / "state.json").write_bytes(saved)
+    fake.reset_requests()
+    r = home.run("sync")
+    assert r.code == 0, r
+    no_traceback(r)
+    assert uploads(fake) == [], names_sent(fake)
+    assert_mirror(home, fake, [folder], by="records")
+
+
+@posix_only
+def test_linked_album_adopts_its_image_by_the_name_imgur_was_sent(home, fake):
+    """`PATH -> ALBUM` with no history: an image named as Imgur was sent the local file's
+    name is adopted, neither downloaded nor uploaded again."""
+    folder = bad_name_folder(home)
+    album_id = fake.create_album("alice", title="A")
+    fake.create_image("alice", png("bad"), name=SENT, album=album_id)
+    fake.create_image("alice", png("ok"), name="ok.png", album=album_id)
+    home.write_credentials()
+    home.write_albums(f"{folder} -> https://imgur.com/a/{album_id}\n")
+    r = home.run("sync")
+    assert r.code == 0, r
+    no_traceback(r)
+    assert uploads(fake) == []
+    assert sorted(os.listdir(folder)) == sorted(["ok.png", BAD])
+    state = load_state(home)
+    assert sorted(state_files(state, album_id)) == sorted(["ok.png", BAD])
+
+
+@posix_only
+def test_name_imgur_refuses_fails_that_file_only(home, fake):
+    """If Imgur refuses the name it was sent, that file fails, saying so; the others in
+    the folder and in other folders still upload (exit 1)."""
+    folder_a = bad_name_folder(home)
+    folder_b = home.folder("B", {"b.png": png("b")})
+    home.write_credentials()
+    home.write_albums(f"{folder_a}\n{folder_b}\n")
+    fake.add_fault("status", method="POST", path=r"^/3/image$", count=None,
+                   upload_name="\ufffd", code=400, message="Invalid file name")
+    r = home.run("sync")
+    assert r.code == 1, r
+    no_traceback(r)
+    assert sorted(names_sent(fake)) == ["b.png", "ok.png"]
+    errors = [line for line in r.stdout.splitlines() + r.stderr.splitlines()
+              if line.startswith(("!", "error"))]
+    assert len(errors) == 1, r
+    assert "Caf\\" in errors[0] and "Invalid file name" in errors[0] and SENT in errors[0], errors
