@@ -80,12 +80,15 @@ LOG_KEEP = 3
 # Characters of one log line's text; the rest is cut, so that a 100 MB line of albums.txt
 # in an error message cannot blow the log past its LOG_KEEP + 1 files of about 1 MiB.
 LOG_LINE_MAX = 4000
+SETTINGS_FILE = "settings.json"          # written by a later version (captions on|off)
 # Names a downloaded album's folder never takes: imgurbox's own files in the home, with
-# their rotated (log.txt.1) and temporary (state.json.tmp-123) forms; and settings.json,
-# which a later version may write.
-HOME_FILE_NAMES = frozenset(name.lower() for name in (
+# their rotated (log.txt.1) and temporary (state.json.tmp-123) forms, settings.json and
+# the script itself (the home is the script's folder by default), compared as the most
+# forgiving file systems compare them (is_home_file_name).
+HOME_FILE_NAMES = frozenset(name.casefold() for name in (
     ALBUMS_FILE, STATE_FILE, STATE_BACKUP, JOURNAL_FILE, RUN_COUNTER_FILE,
-    CREDENTIALS_FILE, LOG_FILE, LOCK_FILE, "settings.json"))
+    CREDENTIALS_FILE, LOG_FILE, LOCK_FILE, SETTINGS_FILE, "imgurbox.py",
+    os.path.basename(__file__)))
 
 STATE_VERSION = 1
 # One file's record in state.json is a row, not a dict: 20,000 rows parse several times
@@ -4352,8 +4355,12 @@ class SyncRun:
 
 
 def is_home_file_name(name: str) -> bool:
-    lowered = name.lower()
-    return any(lowered == own or lowered.startswith(own + ".") for own in HOME_FILE_NAMES)
+    """Whether a folder of this name in the home could be taken for one of imgurbox's
+    own files (HOME_FILE_NAMES), or their rotated or temporary forms: compared in NFC
+    and case-folded (macOS and Windows ignore case, and fold "ſ" to "s"), without the
+    trailing dots and spaces Windows drops."""
+    folded = unicodedata.normalize("NFC", name).rstrip(" .").casefold()
+    return any(folded == own or folded.startswith(own + ".") for own in HOME_FILE_NAMES)
 
 
 def safe_folder_name(title: str | None) -> str:

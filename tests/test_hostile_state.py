@@ -497,3 +497,41 @@ def test_name_imgur_refuses_fails_that_file_only(home, fake):
               if line.startswith(("!", "error"))]
     assert len(errors) == 1, r
     assert "Caf\\" in errors[0] and "Invalid file name" in errors[0] and SENT in errors[0], errors
+
+
+# --------------------------------------------------------------------------- 4. reserved names
+
+RESERVED_TITLES = ["state.json", "STATE.JSON", "state.json.bak", "state.journal",
+                   "State.Journal", "log.txt", "log.txt.1", "LOG.TXT.3", "imgurbox.lock",
+                   "imgurbox.py", "ImgurBox.PY", "settings.json", "run-counter",
+                   "credentials.json", "albums.txt", "state.json.tmp-4242",
+                   "credentials.json.tmp-77", "\u017ftate.journal", "log.txt.", "log.txt . "]
+
+
+@pytest.mark.parametrize("title", RESERVED_TITLES)
+def test_album_titled_like_an_own_file_gets_its_title_and_id_form(home, fake, title):
+    """Issue 13, item 4 (README "Files in the home"): an album titled like one of
+    imgurbox's own files, in any case, rotated or temporary, is downloaded into
+    `Title (ID)`; the home's own files stay files, the log keeps growing, and the next
+    run sends nothing."""
+    album_id = fake.create_album("alice", title=title)
+    fake.create_image("alice", jpeg(1), name="a.jpg", album=album_id)
+    home.write_credentials()
+    home.write_albums(f"{album_id}\n")
+    r = home.run("sync")
+    assert r.code == 0, r
+    no_traceback(r)
+    folder = home.path / f"{title.rstrip('. ')} ({album_id})"
+    assert (folder / "a.jpg").read_bytes() == jpeg(1)
+    dirs = sorted(p.name for p in home.path.iterdir() if p.is_dir())
+    assert dirs == [folder.name], dirs
+    for own in ("state.json", "log.txt", "albums.txt", "credentials.json"):
+        assert (home.path / own).is_file(), own
+    log_size = (home.path / "log.txt").stat().st_size
+    assert LINK.search(home.albums_bytes().decode()), home.albums_bytes()
+
+    fake.reset_requests()
+    r = home.run("sync")
+    assert r.code == 0 and fake.api_requests() == [], (r, fake.api_requests())
+    assert (home.path / "log.txt").stat().st_size > log_size, "logging stopped"
+    assert sorted(p.name for p in home.path.iterdir() if p.is_dir()) == dirs
