@@ -808,11 +808,78 @@ def state_json_bytes(value, **dump_options) -> bytes:
         "utf-8", "backslashreplace")
 
 
-def write_atomically(path: str, data: bytes, mode: int | None = None) -> None:
-    """Write a file so that a crash leaves either the old or the new content."""
+# imgurbox's own files in the home are its alone: each is created 0600 (they hold the
+# links of hidden albums), an existing one of ours is set back to 0600 when it is next
+# written, and none is written through a symbolic link (a link there could make imgurbox
+# append to, truncate or replace a file elsewhere). A linked one stops the run, exit 2,
+# naming it (refuse_linked_own_files, and O_NOFOLLOW where a file is opened). albums.txt
+# is the user's: it keeps its mode, and a linked albums.txt (kept in a dotfiles
+# repository, say) is rewritten at its target, on purpose (README "Files in the home").
+OWN_FILE_MODE = 0o600
+O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)          # not on Windows: checked by islink
+
+
+def linked_own_file(path: str) -> UsageError:
+    return UsageError("%s is a symbolic link: imgurbox does not write its own files through "
+                      "links; put the file itself there (move the file it points to)" % path)
+
+
+def refuse_linked_own_files(home: str) -> None:
+    """Exit 2 before anything changes if one of imgurbox's own files is a link."""
+    names = [STATE_FILE, STATE_BACKUP, JOURNAL_FILE, RUN_COUNTER_FILE, CREDENTIALS_FILE,
+             LOG_FILE, LOCK_FILE, SETTINGS_FILE]
+    names += ["%s.%d" % (LOG_FILE, index) for index in range(1, LOG_KEEP + 1)]
+    for name in names:
+        path = os.path.join(home, name)
+        if os.path.islink(path):
+            raise linked_own_file(path)
+
+
+def fix_own_mode(fd: int) -> None:
+    """An own file readable by others, and ours: back to 0600 (POSIX)."""
+    if not hasattr(os, "fchmod") or not hasattr(os, "geteuid"):
+        return                          # Windows: no POSIX modes to keep
+    try:
+        st = os.fstat(fd)
+        if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+            os.fchmod(fd, OWN_FILE_MODE)
+    except OSError:
+        pass                            # a file system without modes: nothing to keep
+
+
+def open_own_file(path: str, flags: int) -> int:
+    """os.open for one of imgurbox's own files: created 0600, set back to 0600 if ours,
+    never through a symbolic link (UsageError naming it)."""
+    if not O_NOFOLLOW and os.path.islink(path):
+        raise linked_own_file(path)
+    try:
+        fd = os.open(path, flags | O_NOFOLLOW | getattr(os, "O_BINARY", 0), OWN_FILE_MODE)
+    except OSError:
+        if os.path.islink(path):        # ELOOP (Linux, macOS) or EMLINK (FreeBSD)
+            raise linked_own_file(path) from None
+        raise
+    fix_own_mode(fd)
+    return fd
+
+
+def write_atomically(path: str, data: bytes, mode: int | None = None,
+                     through_link: bool = False) -> None:
+    """Write a file so that a crash leaves either the old or the new content. It is
+    created with `mode` (default 0600, an own file's). A link at `path` is refused
+    (UsageError), unless `through_link`: then its target is written (albums.txt)."""
+    if os.path.islink(path):
+        if not through_link:
+            raise linked_own_file(path)
+        path = os.path.realpath(path)
     tmp = "%s.tmp-%d" % (path, os.getpid())
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
-    fd = os.open(tmp, flags, 0o600 if mode is None else mode)
+    # Created new, never through a link planted under that name: a leftover of a
+    # crashed run with the same process ID is removed first.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(tmp, flags, OWN_FILE_MODE if mode is None else mode)
+    except FileExistsError:
+        os.unlink(tmp)
+        fd = os.open(tmp, flags, OWN_FILE_MODE if mode is None else mode)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -1091,14 +1158,19 @@ class StateStore:
                                  % (self.journal_path, index + 1, e, STATE_BACKUP,
                                     STATE_FILE))
         if data and not data.endswith(b"\n") and self.writable:
-            with open(self.journal_path, "ab") as f:     # the next line starts a line
+            with self._open_journal() as f:              # the next line starts a line
                 f.write(b"\n")
 
     def _cut_journal(self, size: int) -> None:
         """Drop a torn last line, so that lines appended after it stay readable."""
         if self.writable:
-            with open(self.journal_path, "r+b") as f:
+            with os.fdopen(open_own_file(self.journal_path, os.O_RDWR), "r+b") as f:
                 f.truncate(size)
+
+    def _open_journal(self):
+        """state.journal for appending: 0600, never through a link."""
+        return os.fdopen(open_own_file(self.journal_path, os.O_WRONLY | os.O_APPEND
+                                       | os.O_CREAT), "ab")
 
     def to_json(self) -> dict:
         albums = {}
@@ -1157,7 +1229,7 @@ class StateStore:
         if not self.writable:
             return
         if self._journal is None:
-            self._journal = open(self.journal_path, "ab")
+            self._journal = self._open_journal()
         entry = dict(entry, gen=self.generation, run=self.this_run)
         self._journal.write(state_json_bytes(entry) + b"\n")
         self._journal.flush()
@@ -2037,10 +2109,14 @@ class Log:
         with self._lock:
             try:
                 self._rotate_if_needed(len(line))
-                with open(self.path, "ab") as f:
+                fd = open_own_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+                with os.fdopen(fd, "ab") as f:
                     f.write(line)
-            except OSError:
-                pass                       # a full disk must not turn a sync into a crash
+            except (OSError, UsageError):
+                # A full disk must not turn a sync into a crash; a linked log.txt is
+                # refused at the start of the run (refuse_linked_own_files), never
+                # written through.
+                pass
 
     def _rotate_if_needed(self, incoming: int) -> None:
         try:
@@ -2052,8 +2128,14 @@ class Log:
         for index in range(LOG_KEEP, 0, -1):
             older = "%s.%d" % (self.path, index)
             newer = self.path if index == 1 else "%s.%d" % (self.path, index - 1)
-            if os.path.exists(newer):
+            if os.path.lexists(newer):
                 os.replace(newer, older)
+                if not os.path.islink(older):       # an older version's 0644 log
+                    fd = os.open(older, os.O_RDONLY | O_NOFOLLOW)
+                    try:
+                        fix_own_mode(fd)
+                    finally:
+                        os.close(fd)
 
 
 class Output:
@@ -4310,7 +4392,7 @@ class SyncRun:
                           "adds the album links" % path)
             return
         write_atomically(path, rewrite_albums_txt(parsed, new_texts),
-                         mode=stat.S_IMODE(os.stat(path).st_mode))
+                         mode=stat.S_IMODE(os.stat(path).st_mode), through_link=True)
 
     def summarize(self, scans: dict) -> int:
         tally = self.tally
@@ -4642,7 +4724,7 @@ def acquire_lock(home: str):
     if fcntl is not None:
         # filelock's own POSIX lock is this flock; taking it directly spares a no-op
         # run filelock's imports (about a fifth of its start-up).
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_own_file(path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return _FlockLock(fd)
@@ -4856,6 +4938,7 @@ def main(argv: list | None = None) -> int:
         args = parse_args(argv)
         verbosity = -1 if args.quiet else (1 if args.verbose else 0)
         home = resolve_home(args, env)
+        refuse_linked_own_files(home)
         log = Log(home) if args.command != "status" else None     # status writes nothing
         out = Output(verbosity, log, env.no_color)
         if hasattr(signal, "SIGTERM"):

@@ -535,3 +535,167 @@ def test_album_titled_like_an_own_file_gets_its_title_and_id_form(home, fake, ti
     assert r.code == 0 and fake.api_requests() == [], (r, fake.api_requests())
     assert (home.path / "log.txt").stat().st_size > log_size, "logging stopped"
     assert sorted(p.name for p in home.path.iterdir() if p.is_dir()) == dirs
+
+
+# --------------------------------------------------------------------------- minor: modes
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def run_with_umask(home, umask: int, *args, kill_at_upload: str | None = None):
+    """A run under the given umask; with ``kill_at_upload``, SIGKILLed when the upload of
+    that name reaches the fake. Returns the exit code."""
+    box = []
+
+    def hook(phase, request):
+        if phase == "before" and request.value("name") == kill_at_upload:
+            box[0].kill()
+            return "drop"
+        return None
+    home.fake.on_request = hook if kill_at_upload else None
+    proc = home.start(*args, preexec_fn=lambda: os.umask(umask))
+    box.append(proc)
+    proc.communicate(timeout=120)
+    home.fake.on_request = None
+    home.fake.wait_idle()
+    return proc.returncode
+
+
+@posix_only
+def test_every_file_imgurbox_creates_in_the_home_is_0600(home, fake):
+    """Minor item (README "Files in the home"): under umask 000 every file imgurbox
+    creates in the home is 0600: state.json, its backup, the journal, log.txt, the run
+    counter, the lock. albums.txt keeps the mode its owner gave it, also when rewritten."""
+    folder = home.folder("A", files("a", 2))
+    home.write_credentials()
+    home.write_albums(f"{folder}\n")
+    os.chmod(home.path / "albums.txt", 0o664)
+    assert run_with_umask(home, 0, "sync") == 0
+    assert LINK.search(home.albums_bytes().decode()), "albums.txt was not rewritten"
+    assert mode(home.path / "albums.txt") == 0o664
+    (folder / "b.png").write_bytes(png("b"))
+    assert run_with_umask(home, 0, "sync") == 0
+    (folder / "c.png").write_bytes(png("c"))
+    (folder / "d.png").write_bytes(png("d"))
+    assert run_with_umask(home, 0, "sync", "--jobs", "1", kill_at_upload="d.png") == -9
+    for name in ("state.json", "state.json.bak", "state.journal", "log.txt", "run-counter",
+                 "imgurbox.lock", "credentials.json"):
+        assert mode(home.path / name) == 0o600, (name, oct(mode(home.path / name)))
+    assert mode(home.path / "albums.txt") == 0o664
+
+
+@posix_only
+def test_existing_own_files_are_set_back_to_0600(home, fake):
+    """Files an older version left 0644 are set back to 0600 when imgurbox next writes
+    them, rotated logs included; albums.txt is left as it is."""
+    folder = first_sync(home, fake)
+    (home.path / "log.txt").write_bytes(b"x" * (1024 * 1024) + b"\n")  # rotated next
+    for index in (1, 2):
+        (home.path / f"log.txt.{index}").write_bytes(b"old\n")
+    (home.path / "state.json.bak").write_bytes((home.path / "state.json").read_bytes())
+    own = ["state.json", "state.json.bak", "log.txt", "log.txt.1", "log.txt.2",
+           "run-counter", "imgurbox.lock"]
+    for name in own + ["albums.txt"]:
+        os.chmod(home.path / name, 0o644)
+    (folder / "new.png").write_bytes(png("new"))
+    r = home.run("sync")
+    assert r.code == 0, r
+    assert (home.path / "log.txt.3").exists(), "the log was not rotated"
+    for name in own + ["log.txt.3"]:
+        assert mode(home.path / name) == 0o600, (name, oct(mode(home.path / name)))
+    assert mode(home.path / "albums.txt") == 0o644
+
+
+# --------------------------------------------------------------------------- minor: links
+
+LINKED = ["state.json", "state.json.bak", "state.journal", "log.txt", "log.txt.1",
+          "run-counter", "credentials.json", "imgurbox.lock"]
+
+
+@posix_only
+@pytest.mark.parametrize("dangling", [False, True], ids=["to-a-file", "dangling"])
+@pytest.mark.parametrize("name", LINKED)
+def test_linked_own_file_is_refused_before_anything_changes(home, fake, tmp_path, name,
+                                                            dangling):
+    """Minor item (README "Files in the home"): one of imgurbox's own files that is a
+    symbolic link stops sync, auth and status with exit 2 and one line naming it; the
+    file it points to is neither written nor created, and no request is sent."""
+    folder = first_sync(home, fake)
+    (folder / "new.png").write_bytes(png("new"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = elsewhere / name
+    own = home.path / name
+    if not dangling:
+        target.write_bytes(own.read_bytes() if own.exists() else b"keep\n")
+        os.chmod(target, 0o644)
+    before = target.read_bytes() if not dangling else None
+    if own.exists():
+        own.unlink()
+    own.symlink_to(target)
+    for args in (("sync",), ("status",), ("auth",)):
+        r = home.run(*args, env={"IMGUR_REFRESH_TOKEN": "x"})
+        assert r.code == 2, (args, r)
+        no_traceback(r)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(own) in lines[0] and "symbolic link" in lines[0], r.stderr
+    assert fake.api_requests() == []
+    assert own.is_symlink()
+    if dangling:
+        assert not target.exists(), "created through the link"
+    else:
+        assert target.read_bytes() == before and mode(target) == 0o644
+
+
+@posix_only
+def test_linked_albums_txt_is_rewritten_at_its_target(home, fake, tmp_path):
+    """albums.txt is the user's file, often kept in a dotfiles repository: a linked one is
+    rewritten at its target (the link stays a link), keeping the target's mode."""
+    folder = home.folder("A", files("a", 2))
+    home.write_credentials()
+    dotfiles = tmp_path / "dotfiles"
+    dotfiles.mkdir()
+    target = dotfiles / "albums.txt"
+    target.write_text(f"# mine\n{folder}\n", encoding="utf-8")
+    os.chmod(target, 0o640)
+    (home.path / "albums.txt").symlink_to(target)
+    r = home.run("sync")
+    assert r.code == 0, r
+    assert (home.path / "albums.txt").is_symlink()
+    text = target.read_text(encoding="utf-8")
+    assert text.startswith("# mine\n") and LINK.search(text), text
+    assert mode(target) == 0o640
+    assert sorted(os.listdir(dotfiles)) == ["albums.txt"], "a temporary file was left"
+    fake.reset_requests()
+    r = home.run("sync")
+    assert r.code == 0 and fake.api_requests() == [], r
+
+
+@posix_only
+def test_atomic_write_never_follows_a_link_planted_at_its_temporary_name(tmp_path):
+    """write_atomically's temporary file is created new: a link planted at its name
+    (state.json.tmp-PID) is removed, never written through."""
+    imgurbox = import_imgurbox()
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"precious")
+    path = tmp_path / "state.json"
+    (tmp_path / f"state.json.tmp-{os.getpid()}").symlink_to(outside)
+    imgurbox.write_atomically(str(path), b"{}")
+    assert path.read_bytes() == b"{}" and not path.is_symlink()
+    assert outside.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outside", "state.json"]
+
+
+# --------------------------------------------------------------------------- minor: log lines
+
+def test_a_huge_albums_txt_line_does_not_go_whole_into_the_log(home, fake):
+    """README "Files in the home" promises a log of about 4 MiB: a line of albums.txt of
+    20 MB, quoted in the error, is cut in log.txt."""
+    home.write_credentials()
+    home.write_albums("x" * (20 * 1000 * 1000) + "\n")
+    r = home.run("sync")
+    assert r.code == 2, r
+    log = (home.path / "log.txt").read_bytes()
+    assert len(log) < 64 * 1024, len(log)
+    assert b"more characters" in log and b"albums.txt" in log
