@@ -77,12 +77,18 @@ LOG_FILE = "log.txt"
 LOCK_FILE = "imgurbox.lock"
 LOG_MAX_BYTES = 1024 * 1024
 LOG_KEEP = 3
+# Characters of one log line's text; the rest is cut, so that a 100 MB line of albums.txt
+# in an error message cannot blow the log past its LOG_KEEP + 1 files of about 1 MiB.
+LOG_LINE_MAX = 4000
+SETTINGS_FILE = "settings.json"          # written by a later version (captions on|off)
 # Names a downloaded album's folder never takes: imgurbox's own files in the home, with
-# their rotated (log.txt.1) and temporary (state.json.tmp-123) forms; and settings.json,
-# which a later version may write.
-HOME_FILE_NAMES = frozenset(name.lower() for name in (
+# their rotated (log.txt.1) and temporary (state.json.tmp-123) forms, settings.json and
+# the script itself (the home is the script's folder by default), compared as the most
+# forgiving file systems compare them (is_home_file_name).
+HOME_FILE_NAMES = frozenset(name.casefold() for name in (
     ALBUMS_FILE, STATE_FILE, STATE_BACKUP, JOURNAL_FILE, RUN_COUNTER_FILE,
-    CREDENTIALS_FILE, LOG_FILE, LOCK_FILE, "settings.json"))
+    CREDENTIALS_FILE, LOG_FILE, LOCK_FILE, SETTINGS_FILE, "imgurbox.py",
+    os.path.basename(__file__)))
 
 STATE_VERSION = 1
 # One file's record in state.json is a row, not a dict: 20,000 rows parse several times
@@ -128,6 +134,11 @@ REMOTE_TEXT_MAX = 1000
 # second's difference would cost it the whole hour.
 RATE_RESTORE_MARGIN = 300
 RATE_WINDOW_TOLERANCE = 60          # seconds: reset times this close are one window
+# No limit of Imgur's lasts longer than a day (the application's daily credits): a reset
+# further ahead is not a time (epoch milliseconds, 9e18, a broken proxy) and is ignored,
+# never clamped nor saved; the next answer's headers decide. The tolerance allows for
+# clocks that disagree and for rounding.
+RATE_RESET_MAX_AHEAD = 24 * 3600 + RATE_WINDOW_TOLERANCE
 USER_CREDITS_FLOOR = 10              # no upload starts below this
 CLIENT_CREDITS_RESERVE = 0.10        # keep 10 % of the application's daily credits
 PENDING_CLOCK_SLACK = 120            # seconds: remote clocks and our clock disagree
@@ -793,11 +804,98 @@ def rewrite_albums_txt(parsed: ParsedAlbums, new_texts: dict) -> bytes:
 # State store: state.json, state.json.bak and the append-only state.journal
 ###############################################################################
 
-def write_atomically(path: str, data: bytes, mode: int | None = None) -> None:
-    """Write a file so that a crash leaves either the old or the new content."""
+# File names that are not UTF-8. A name the file system gives that is not valid UTF-8
+# (an old archive, a camera card written on another system) is held in memory as Python
+# gives it, a str with each undecodable byte as one lone surrogate U+DC80-U+DCFF
+# (os.fsdecode's "surrogateescape"), so that the file can always be opened again; on
+# Windows a name may hold a lone UTF-16 surrogate the same way. In state.json and the
+# journal such a character is the JSON escape "\udcXX" (state_json_bytes): both files
+# stay valid UTF-8 JSON and json.loads reads the escape back as the same character, so
+# the name round-trips exactly. (A file system never gives a high surrogate followed by
+# a low one, the only pair json.loads would join.) Imgur is sent readable text instead:
+# imgur_name() puts U+FFFD for each such character, and that name is kept in the
+# pending record, because the pending check and the restored-state pass match on it.
+# Messages show the bytes escaped (shown_name: Caf\xe9.png).
+
+def state_json_bytes(value, **dump_options) -> bytes:
+    """A value as UTF-8 JSON, lone surrogates (bytes of names that are not UTF-8) as
+    "\\udcXX" escapes, which json.loads reads back as they were."""
+    return json.dumps(value, ensure_ascii=False, **dump_options).encode(
+        "utf-8", "backslashreplace")
+
+
+# imgurbox's own files in the home are its alone: each is created 0600 (they hold the
+# links of hidden albums), an existing one of ours is set back to 0600 when it is next
+# written, and none is written through a symbolic link (a link there could make imgurbox
+# append to, truncate or replace a file elsewhere). A linked one stops the run, exit 2,
+# naming it (refuse_linked_own_files, and O_NOFOLLOW where a file is opened). albums.txt
+# is the user's: it keeps its mode, and a linked albums.txt (kept in a dotfiles
+# repository, say) is rewritten at its target, on purpose (README "Files in the home").
+OWN_FILE_MODE = 0o600
+O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)          # not on Windows: checked by islink
+
+
+def linked_own_file(path: str) -> UsageError:
+    return UsageError("%s is a symbolic link: imgurbox does not write its own files through "
+                      "links; put the file itself there (move the file it points to)" % path)
+
+
+def refuse_linked_own_files(home: str) -> None:
+    """Exit 2 before anything changes if one of imgurbox's own files is a link."""
+    names = [STATE_FILE, STATE_BACKUP, JOURNAL_FILE, RUN_COUNTER_FILE, CREDENTIALS_FILE,
+             LOG_FILE, LOCK_FILE, SETTINGS_FILE]
+    names += ["%s.%d" % (LOG_FILE, index) for index in range(1, LOG_KEEP + 1)]
+    for name in names:
+        path = os.path.join(home, name)
+        if os.path.islink(path):
+            raise linked_own_file(path)
+
+
+def fix_own_mode(fd: int) -> None:
+    """An own file readable by others, and ours: back to 0600 (POSIX)."""
+    if not hasattr(os, "fchmod") or not hasattr(os, "geteuid"):
+        return                          # Windows: no POSIX modes to keep
+    try:
+        st = os.fstat(fd)
+        if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+            os.fchmod(fd, OWN_FILE_MODE)
+    except OSError:
+        pass                            # a file system without modes: nothing to keep
+
+
+def open_own_file(path: str, flags: int) -> int:
+    """os.open for one of imgurbox's own files: created 0600, set back to 0600 if ours,
+    never through a symbolic link (UsageError naming it)."""
+    if not O_NOFOLLOW and os.path.islink(path):
+        raise linked_own_file(path)
+    try:
+        fd = os.open(path, flags | O_NOFOLLOW | getattr(os, "O_BINARY", 0), OWN_FILE_MODE)
+    except OSError:
+        if os.path.islink(path):        # ELOOP (Linux, macOS) or EMLINK (FreeBSD)
+            raise linked_own_file(path) from None
+        raise
+    fix_own_mode(fd)
+    return fd
+
+
+def write_atomically(path: str, data: bytes, mode: int | None = None,
+                     through_link: bool = False) -> None:
+    """Write a file so that a crash leaves either the old or the new content. It is
+    created with `mode` (default 0600, an own file's). A link at `path` is refused
+    (UsageError), unless `through_link`: then its target is written (albums.txt)."""
+    if os.path.islink(path):
+        if not through_link:
+            raise linked_own_file(path)
+        path = os.path.realpath(path)
     tmp = "%s.tmp-%d" % (path, os.getpid())
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
-    fd = os.open(tmp, flags, 0o600 if mode is None else mode)
+    # Created new, never through a link planted under that name: a leftover of a
+    # crashed run with the same process ID is removed first.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(tmp, flags, OWN_FILE_MODE if mode is None else mode)
+    except FileExistsError:
+        os.unlink(tmp)
+        fd = os.open(tmp, flags, OWN_FILE_MODE if mode is None else mode)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -832,6 +930,105 @@ def _fsync_folder(folder: str) -> None:
 
 def iso_now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+# The shape of state.json and of each journal line: valid JSON of another shape (a list,
+# a number where text belongs, a missing key) is a damaged file, reported with restore
+# advice (exit 2), never a traceback later in the run. Kinds: "text", "whole" (an int),
+# "number", "bool", "texts" (a list of text), "object", "list"; a trailing "?" allows null.
+ALBUM_FIELDS = {"folder": "text", "listed": "bool", "title": "text?", "owner": "text?",
+                "download_only": "bool", "incomplete": "bool", "to_delete": "texts",
+                "ignored": "texts", "last_sync": "text?", "last_error": "text?",
+                "privacy_unverified": "bool"}
+PENDING_FIELDS = {
+    "upload": {"album": "text", "name": "text", "hash": "text", "size": "whole",
+               "mtime_ns": "whole", "inode": "whole", "sent_name": "text"},
+    "create_album": {"folder": "text", "title": "text"},
+    "download": {"album": "text", "image_id": "text", "hash": "text", "folder": "text"}}
+JOURNAL_FIELDS = {
+    "album": {"album": "text", "fields": "object"},
+    "file": {"album": "text", "name": "text", "record": "list"},
+    "unfile": {"album": "text", "name": "text", "image_id": "text"},
+    "refile": {"album": "text", "name": "text", "to_album": "text", "to_name": "text",
+               "record": "list"},
+    "to_delete": {"album": "text", "image_id": "text"},
+    "deleted": {"album": "text", "image_id": "text"},
+    "ignore": {"album": "text", "image_id": "text"},
+    "pending": {"record": "object"},
+    "resolved": {"id": "text"},
+    "refused": {"hash": "text", "info": "object"},
+    "run": {"number": "whole"},
+    "restore_begun": {"number": "whole", "albums": "texts"},
+    "restore_checked": {"album": "text"}}
+OPTIONAL_FIELDS = {"sent_name"}           # pending uploads recorded before it existed
+_KIND_NAMES = {"text": "text", "whole": "a whole number", "number": "a number",
+               "bool": "true or false", "texts": "a list of text", "object": "an object",
+               "list": "a list"}
+
+
+def _is_kind(value, kind: str) -> bool:
+    if kind.endswith("?"):
+        return value is None or _is_kind(value, kind[:-1])
+    if kind == "text":
+        return type(value) is str
+    if kind == "whole":
+        return type(value) is int
+    if kind == "number":
+        return type(value) in (int, float)
+    if kind == "bool":
+        return type(value) is bool
+    if kind == "texts":
+        return type(value) is list and all(type(item) is str for item in value)
+    return type(value) is (dict if kind == "object" else list)
+
+
+def check_fields(what: str, value, kinds: dict, required: bool = True) -> dict:
+    """`value` as a JSON object whose fields have the given kinds (every one of them
+    present unless `required` is False); ValueError naming `what` and the field if not."""
+    if type(value) is not dict:
+        raise ValueError("%s is not a JSON object" % what)
+    for key, kind in kinds.items():
+        if key not in value:
+            if required and key not in OPTIONAL_FIELDS:
+                raise ValueError("%s has no %r" % (what, key))
+        elif not _is_kind(value[key], kind):
+            raise ValueError("%s: %r is not %s" % (what, key, _KIND_NAMES[kind.rstrip("?")]))
+    return value
+
+
+def file_records(what: str, rows: list) -> dict:
+    """name -> FileRecord from rows [name, image_id, hash, size, mtime_ns, inode]
+    (FILE_FIELDS); ValueError for a row of another shape. Written out for speed: a
+    no-op run loads every row of a large library."""
+    records = {}
+    for row in rows:
+        if type(row) is not list or len(row) != 6:
+            raise ValueError("%s: a file row is not [%s]" % (what, ", ".join(FILE_FIELDS)))
+        name, image_id, content, size, mtime_ns, inode = row
+        if type(name) is not str or type(image_id) is not str or type(content) is not str \
+                or type(size) is not int or type(mtime_ns) is not int or type(inode) is not int:
+            raise ValueError("%s: a file row is not [%s]" % (what, ", ".join(FILE_FIELDS)))
+        records[name] = FileRecord(image_id, content, size, mtime_ns, inode)
+    return records
+
+
+def check_pending(what: str, record) -> dict:
+    check_fields(what, record, {"op": "text", "id": "text", "since": "number"})
+    kinds = PENDING_FIELDS.get(record["op"])
+    if kinds is None:
+        raise ValueError("%s: unknown operation %r" % (what, record["op"]))
+    return check_fields(what, record, kinds)
+
+
+def check_album_fields(what: str, fields, new: bool) -> dict:
+    """An album's fields (all but its files); a new album needs at least its folder."""
+    check_fields(what, fields, ALBUM_FIELDS, required=False)
+    unknown = sorted(set(fields) - set(ALBUM_FIELDS))
+    if unknown:
+        raise ValueError("%s: unknown field %r" % (what, unknown[0]))
+    if new and "folder" not in fields:
+        raise ValueError("%s has no 'folder'" % what)
+    return fields
 
 
 class StateStore:
@@ -890,7 +1087,7 @@ class StateStore:
         if raw is not None:
             try:
                 store._from_json(json.loads(raw))
-            except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+            except (ValueError, TypeError) as e:      # not JSON, or JSON of another shape
                 raise UsageError(
                     "%s is damaged (%s). Nothing was changed. Copy %s over it: the next "
                     "run finds what later runs uploaded and adopts it, so nothing is "
@@ -911,20 +1108,33 @@ class StateStore:
             # run uploads into; taking it for current could cost duplicates.
             return self.run + 1
 
-    def _from_json(self, data: dict) -> None:
+    def _from_json(self, data) -> None:
+        """Take a parsed state.json; ValueError if it has another shape than to_json's."""
+        if type(data) is not dict:
+            raise ValueError("not a JSON object")
         if data.get("version") != STATE_VERSION:
             raise ValueError("unknown state version %r" % data.get("version"))
-        self.generation = int(data["generation"])
-        self.run = int(data.get("run", 0))
+        check_fields("the state", data, {"generation": "whole", "albums": "object"})
+        check_fields("the state", data, {
+            "run": "whole", "restore_owed": "texts", "scanned_at_ns": "whole",
+            "pending": "list", "refused": "object", "rate": "object"}, required=False)
+        self.generation = data["generation"]
+        self.run = data.get("run", 0)
         self.restore_owed = list(data.get("restore_owed", []))
-        self.scanned_at_ns = int(data.get("scanned_at_ns", 0))
+        self.scanned_at_ns = data.get("scanned_at_ns", 0)
         for album_id, album in data["albums"].items():
-            fields = {k: v for k, v in album.items() if k not in ("files",)}
-            files = {row[0]: FileRecord._make(row[1:]) for row in album["files"]}
+            what = "album %s" % album_id
+            if type(album) is not dict or type(album.get("files")) is not list:
+                raise ValueError("%s: 'files' is not a list" % what)
+            fields = check_album_fields(what, {k: v for k, v in album.items()
+                                               if k != "files"}, new=True)
+            files = file_records(what, album["files"])
             self.albums[album_id] = AlbumState(album_id=album_id, files=files, **fields)
-        self.pending = list(data.get("pending", []))
-        self.refused = dict(data.get("refused", {}))
-        self.rate = dict(data.get("rate", {}))
+        self.pending = [check_pending("a pending operation", p)
+                        for p in data.get("pending", [])]
+        self.refused = {content: check_fields("a refused file", info, {}) for content, info
+                        in data.get("refused", {}).items()}
+        self.rate = dict(data.get("rate", {}))      # RateView.restore checks its values
 
     def _replay_journal(self) -> None:
         try:
@@ -949,19 +1159,34 @@ class StateStore:
                                  "delete the journal." % (self.journal_path, index + 1,
                                                           STATE_BACKUP, STATE_FILE))
             good_end += len(line) + 1
-            if entry.get("gen") == self.generation:
-                self._apply(entry)
-                self.dirty = True
-                self._journal_has_lines = True
+            try:
+                if type(entry) is not dict:
+                    raise ValueError("not a JSON object")
+                if entry.get("gen") == self.generation:
+                    self._check_entry(entry)
+                    self._apply(entry)
+                    self.dirty = True
+                    self._journal_has_lines = True
+            except ValueError as e:
+                raise UsageError("%s is damaged at line %d (%s). Nothing was changed. "
+                                 "Restore %s over %s and delete the journal: the next run "
+                                 "finds what later runs uploaded and adopts it."
+                                 % (self.journal_path, index + 1, e, STATE_BACKUP,
+                                    STATE_FILE))
         if data and not data.endswith(b"\n") and self.writable:
-            with open(self.journal_path, "ab") as f:     # the next line starts a line
+            with self._open_journal() as f:              # the next line starts a line
                 f.write(b"\n")
 
     def _cut_journal(self, size: int) -> None:
         """Drop a torn last line, so that lines appended after it stay readable."""
         if self.writable:
-            with open(self.journal_path, "r+b") as f:
+            with os.fdopen(open_own_file(self.journal_path, os.O_RDWR), "r+b") as f:
                 f.truncate(size)
+
+    def _open_journal(self):
+        """state.journal for appending: 0600, never through a link."""
+        return os.fdopen(open_own_file(self.journal_path, os.O_WRONLY | os.O_APPEND
+                                       | os.O_CREAT), "ab")
 
     def to_json(self) -> dict:
         albums = {}
@@ -985,13 +1210,13 @@ class StateStore:
         if not self.writable or not (self.dirty or self._journal_has_lines):
             return False
         self.generation += 1
-        data = json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":"))
+        data = state_json_bytes(self.to_json(), separators=(",", ":"))
         try:
             with open(self.path, "rb") as f:
                 write_atomically(self.backup_path, f.read())
         except FileNotFoundError:
             pass
-        write_atomically(self.path, data.encode("utf-8"))
+        write_atomically(self.path, data)
         _fsync_folder(os.path.dirname(self.path))   # the rename lands before the unlink
         self._close_journal()
         try:
@@ -1020,13 +1245,34 @@ class StateStore:
         if not self.writable:
             return
         if self._journal is None:
-            self._journal = open(self.journal_path, "ab")
+            self._journal = self._open_journal()
         entry = dict(entry, gen=self.generation, run=self.this_run)
-        self._journal.write(json.dumps(entry, ensure_ascii=False).encode("utf-8") + b"\n")
+        self._journal.write(state_json_bytes(entry) + b"\n")
         self._journal.flush()
         if durable:
             os.fsync(self._journal.fileno())
         self._journal_has_lines = True
+
+    def _check_entry(self, entry: dict) -> None:
+        """A journal line read back has the shape _record wrote, and names albums the
+        state knows where it changes one; ValueError if not."""
+        check_fields("the line", entry, {"op": "text"})
+        kinds = JOURNAL_FIELDS.get(entry["op"])
+        if kinds is None:
+            raise ValueError("unknown operation %r" % entry["op"])
+        check_fields("the line", entry, kinds)
+        op = entry["op"]
+        if op == "album":
+            check_album_fields("the line", entry["fields"],
+                               new=entry["album"] not in self.albums)
+        elif op == "pending":
+            check_pending("the line", entry["record"])
+        elif op not in ("resolved", "refused", "run", "restore_begun", "restore_checked"):
+            for key in ("album", "to_album"):
+                if key in entry and entry[key] not in self.albums:
+                    raise ValueError("album %s is not in the state" % entry[key])
+        if "record" in kinds and op != "pending":
+            file_records("the line", [["", *entry["record"]]])
 
     def _apply(self, entry: dict) -> None:
         with self._lock:        # upload workers read the state (known_image_ids) meanwhile
@@ -1290,6 +1536,35 @@ def _hash_png(f, size: int, digest) -> None:
             continue
         digest.update(header)
         _hash_copy(f, digest, length + 4)
+
+
+# Names that are not UTF-8: see state_json_bytes.
+
+def _is_surrogate(c: str) -> bool:
+    return "\ud800" <= c <= "\udfff"
+
+
+def imgur_name(name: str) -> str:
+    """The name as Imgur is sent it: the file's name, each byte that was not UTF-8 (a
+    lone surrogate) replaced by U+FFFD."""
+    if name.isascii():
+        return name
+    return "".join("\ufffd" if _is_surrogate(c) else c for c in name)
+
+
+def sent_as_note(name: str) -> str:
+    """For a message about an upload: the name Imgur was sent, when it is not the file's."""
+    sent = imgur_name(name)
+    return "" if sent == name else "; its name is not UTF-8 and was sent as %r" % sent
+
+
+def shown_name(name: str) -> str:
+    """A name for a message: a byte that was not UTF-8 as \\xNN, any other lone
+    surrogate as \\uNNNN, the rest as it is."""
+    if name.isascii():
+        return name
+    return "".join(("\\x%02x" % (ord(c) - 0xDC00) if "\udc80" <= c <= "\udcff"
+                    else "\\u%04x" % ord(c)) if _is_surrogate(c) else c for c in name)
 
 
 def file_extension(name: str) -> str:
@@ -1733,7 +2008,7 @@ def _link_actions(target: Target, remote: RemoteAlbum, scan, plan) -> list:
     actions = [LinkAlbum(remote.album_id, folder=target.folder, title=remote.title or "",
                          owner=remote.owner, download_only=not remote.owned)]
     # Names compared in NFC: macOS file systems hand back decomposed names (NFD).
-    local = {unicodedata.normalize("NFC", name): found
+    local = {unicodedata.normalize("NFC", imgur_name(name)): found
              for name, found in (scan.files.items() if scan is not None else ())}
     for image in sorted(remote.images, key=lambda i: (i.datetime, i.image_id)):
         match = local.pop(unicodedata.normalize("NFC", image.name), None) if image.name else None
@@ -1857,14 +2132,22 @@ class Log:
         self._lock = threading.Lock()
 
     def write(self, text: str) -> None:
-        line = ("%s %s\n" % (iso_now(), redact(text).replace("\n", " "))).encode("utf-8")
+        # Redacted before it is cut, so that no cut leaves part of a secret in the clear.
+        text = redact(text).replace("\n", " ")
+        if len(text) > LOG_LINE_MAX:
+            text = "%s... (%d more characters)" % (text[:LOG_LINE_MAX], len(text) - LOG_LINE_MAX)
+        line = ("%s %s\n" % (iso_now(), shown_name(text))).encode("utf-8")
         with self._lock:
             try:
                 self._rotate_if_needed(len(line))
-                with open(self.path, "ab") as f:
+                fd = open_own_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+                with os.fdopen(fd, "ab") as f:
                     f.write(line)
-            except OSError:
-                pass                       # a full disk must not turn a sync into a crash
+            except (OSError, UsageError):
+                # A full disk must not turn a sync into a crash; a linked log.txt is
+                # refused at the start of the run (refuse_linked_own_files), never
+                # written through.
+                pass
 
     def _rotate_if_needed(self, incoming: int) -> None:
         try:
@@ -1876,8 +2159,14 @@ class Log:
         for index in range(LOG_KEEP, 0, -1):
             older = "%s.%d" % (self.path, index)
             newer = self.path if index == 1 else "%s.%d" % (self.path, index - 1)
-            if os.path.exists(newer):
+            if os.path.lexists(newer):
                 os.replace(newer, older)
+                if not os.path.islink(older):       # an older version's 0644 log
+                    fd = os.open(older, os.O_RDONLY | O_NOFOLLOW)
+                    try:
+                        fix_own_mode(fd)
+                    finally:
+                        os.close(fd)
 
 
 class Output:
@@ -2094,16 +2383,18 @@ class RateView:
         self.in_flight = 0                # credits of uploads started but not answered
 
     def _reset_time(self, value):
-        """Imgur sends epoch seconds, or (answers seen in 2025) seconds from now."""
+        """Imgur sends epoch seconds, or (answers seen in 2025) seconds from now; a past
+        time means now. None when there is none, or when it is not a plausible time."""
         if value is None:
             return None
-        return value if value >= 1e9 else self.clock.now() + value
+        now = self.clock.now()
+        return plausible_reset(value if value >= 1e9 else now + value, now)
 
     def update(self, headers) -> None:
         def number(name):
             try:
                 return int(float(headers[name]))
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):    # "inf", "nan", text
                 return None
         with self._lock:
             for attribute, header in (("user_limit", "X-RateLimit-UserLimit"),
@@ -2179,16 +2470,23 @@ class RateView:
                     if getattr(self, name) is not None}
 
     def restore(self, saved: dict) -> None:
-        """Take a saved view, keeping only the windows that have not reset since."""
+        """Take a saved view, keeping only the windows that have not reset since. A
+        window whose reset is not a plausible time (an older version saved whatever
+        Imgur sent) is dropped: the next answer's headers decide, so one bad header
+        cannot hold uploads back run after run."""
+        def whole(value):
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
         with self._lock:
             now = self.clock.now()
-            self.user_limit = saved.get("user_limit")
-            self.client_limit = saved.get("client_limit")
+            self.user_limit = whole(saved.get("user_limit"))
+            self.client_limit = whole(saved.get("client_limit"))
             for remaining, reset in self.WINDOWS:
-                if saved.get(reset) and saved[reset] > now + RATE_RESTORE_MARGIN \
-                        and saved.get(remaining) is not None:
-                    setattr(self, remaining, saved[remaining])
-                    setattr(self, reset, saved[reset])
+                at, left = saved.get(reset), whole(saved.get(remaining))
+                if isinstance(at, bool) or not isinstance(at, (int, float)) or left is None:
+                    continue
+                if at > now + RATE_RESTORE_MARGIN and plausible_reset(at, now) == at:
+                    setattr(self, remaining, left)
+                    setattr(self, reset, at)
 
     def reset_at(self) -> float | None:
         candidates = [self.user_reset, self.post_reset]
@@ -2198,6 +2496,27 @@ class RateView:
                 candidates.append(self.client_reset)     # the reserve lasts the day
         candidates = [t for t in candidates if t]
         return max(candidates) if candidates else None
+
+
+def plausible_reset(at: float, now: float) -> float | None:
+    """A reset time as Imgur's limits allow one: `now` for a past one, None (not a
+    time: ignore it) for one more than a day ahead, or not a finite number."""
+    if not isinstance(at, (int, float)) or at != at:            # NaN
+        return None
+    if at > now + RATE_RESET_MAX_AHEAD:
+        return None
+    return max(at, now)
+
+
+def local_time_text(at: float | None) -> str | None:
+    """A time for a message, as local ISO time to the minute; None if it is not one
+    (a message must never fail on a year out of range)."""
+    if at is None:
+        return None
+    try:
+        return dt.datetime.fromtimestamp(at).astimezone().isoformat(timespec="minutes")
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _error_message(payload) -> str:
@@ -2900,8 +3219,9 @@ class RemoteReader:
             cache[album_id] = self.album_images(album_id)
         known = self.state.known_image_ids()
         since = pending["since"] - PENDING_CLOCK_SLACK
+        sent_name = pending.get("sent_name", pending["name"])     # older records: name
         found = [image for image in cache[album_id]
-                 if image.image_id not in known and image.name == pending["name"]
+                 if image.image_id not in known and image.name == sent_name
                  and image.datetime >= since]
         found.sort(key=lambda image: (image.datetime, image.image_id))
         return [image.image_id for image in found]
@@ -3066,6 +3386,7 @@ class Remote(RemoteReader):
         fsync costs as much as a fast upload, so one per upload would double a big first
         sync)."""
         return self.state.add_pending({"op": "upload", "album": album_id, "name": file.name,
+                                       "sent_name": imgur_name(file.name),
                                        "hash": file.hash, "size": file.size,
                                        "mtime_ns": file.mtime_ns, "inode": file.inode},
                                       durable=False)
@@ -3080,8 +3401,8 @@ class Remote(RemoteReader):
         error carries `not_sent`: nothing was sent, so nothing is pending."""
         for attempt in range(MAX_TRIES):
             try:
-                answer = self.client.upload_file(path, pending["album"], pending["name"],
-                                                 on_bytes, transfer)
+                answer = self.client.upload_file(path, pending["album"],
+                                                 pending["sent_name"], on_bytes, transfer)
                 if answer_id(answer) is None:  # the pending record stays: the next run looks
                     raise MalformedAnswer("Imgur's answer to the upload has no image ID")
                 return UploadResult(answer["id"])
@@ -3612,8 +3933,8 @@ class Executor:
             raise error
         elif isinstance(error, RequestFailed) and error.status == 400:
             self.state.set_refused(f.hash, {"name": f.name, "message": str(error)})
-            self.fail("%s: Imgur refused the file (%s); it is retried once it changes"
-                      % (where, error))
+            self.fail("%s: Imgur refused the file (%s%s); it is retried once it changes"
+                      % (where, error, sent_as_note(f.name)))
         elif isinstance(error, RequestFailed):
             self.fail("%s: %s" % (where, error))
         else:
@@ -4075,7 +4396,8 @@ class SyncRun:
                 by_name[unicodedata.normalize("NFC", image.name)].append(image)
         adopted = 0
         for action in actions:
-            found = sorted(by_name.pop(unicodedata.normalize("NFC", action.file.name), []),
+            sent = imgur_name(action.file.name)              # the name Imgur was sent
+            found = sorted(by_name.pop(unicodedata.normalize("NFC", sent), []),
                            key=lambda image: (image.datetime, image.image_id), reverse=True)
             if not found:
                 continue
@@ -4405,7 +4727,7 @@ class SyncRun:
                           "adds the album links" % path)
             return
         write_atomically(path, rewrite_albums_txt(parsed, new_texts),
-                         mode=stat.S_IMODE(os.stat(path).st_mode))
+                         mode=stat.S_IMODE(os.stat(path).st_mode), through_link=True)
 
     def summarize(self, scans: dict) -> int:
         tally = self.tally
@@ -4433,10 +4755,9 @@ class SyncRun:
         if rate is not None and rate.user_remaining is not None:
             text += "; %d credits left" % rate.user_remaining
         if tally.rate_limit:
-            reset = tally.rate_limit.reset_at
+            reset = local_time_text(tally.rate_limit.reset_at)
             self.out.error("%s. Stopped early; the next run resumes%s" % (
-                tally.rate_limit, " after %s" % dt.datetime.fromtimestamp(reset).astimezone()
-                .isoformat(timespec="minutes") if reset else ""))
+                tally.rate_limit, " after %s" % reset if reset else ""))
         if tally.stopped:
             self.out.error(str(tally.stopped))
         if tally.auth_error:
@@ -4451,8 +4772,12 @@ class SyncRun:
 
 
 def is_home_file_name(name: str) -> bool:
-    lowered = name.lower()
-    return any(lowered == own or lowered.startswith(own + ".") for own in HOME_FILE_NAMES)
+    """Whether a folder of this name in the home could be taken for one of imgurbox's
+    own files (HOME_FILE_NAMES), or their rotated or temporary forms: compared in NFC
+    and case-folded (macOS and Windows ignore case, and fold "ſ" to "s"), without the
+    trailing dots and spaces Windows drops."""
+    folded = unicodedata.normalize("NFC", name).rstrip(" .").casefold()
+    return any(folded == own or folded.startswith(own + ".") for own in HOME_FILE_NAMES)
 
 
 def safe_folder_name(title: str | None) -> str:
@@ -4635,7 +4960,8 @@ def _obtain_tokens(api: Api, credentials: Credentials, refresh_token: str | None
 
 
 def run_status(home: str, out: Output) -> int:
-    """`status`: per folder, what is synced and what waits; no lock, request or write."""
+    """`status`: per folder, what is synced and what waits; no lock, request or write.
+    Names that are not UTF-8 show their bytes escaped (shown_name)."""
     state = StateStore.load(home, writable=False)
     _, parsed = read_albums(home, state, out)
     scans = scan_listed_folders(parsed, state, False, Output(-1, None, no_color=True))
@@ -4643,8 +4969,8 @@ def run_status(home: str, out: Output) -> int:
     plan = plan_sync(targets, scans, state, {}, PlanOptions())
     last_ok = last_successful_run(home)
     for target in targets:
-        print("\n".join(_status_of_folder(target, state, scans.get(target.folder), plan,
-                                           last_ok)))
+        print(shown_name("\n".join(_status_of_folder(target, state, scans.get(target.folder),
+                                                      plan, last_ok))))
     if state.pending:
         print("%s not yet confirmed by Imgur (from an interrupted run, or one running now): "
               "the next sync checks %s" % (_count(len(state.pending), "operation"),
@@ -4733,7 +5059,7 @@ def acquire_lock(home: str):
     if fcntl is not None:
         # filelock's own POSIX lock is this flock; taking it directly spares a no-op
         # run filelock's imports (about a fifth of its start-up).
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_own_file(path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return _FlockLock(fd)
@@ -4947,6 +5273,7 @@ def main(argv: list | None = None) -> int:
         args = parse_args(argv)
         verbosity = -1 if args.quiet else (1 if args.verbose else 0)
         home = resolve_home(args, env)
+        refuse_linked_own_files(home)
         log = Log(home) if args.command != "status" else None     # status writes nothing
         out = Output(verbosity, log, env.no_color)
         if hasattr(signal, "SIGTERM"):

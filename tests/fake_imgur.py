@@ -120,6 +120,11 @@ Choices where Imgur's behaviour is not documented (see tests/INTERFACES.md):
 - A file type Imgur refuses answers 400 with the error as an object
   (``{"code": 1003, "message": "File type invalid (1)", "type": "ImgurException"}``);
   an oversize file answers 400 with a plain string error.
+- ``rate_header_values={'X-RateLimit-UserReset': '9e18', ...}`` sends the given text
+  instead of the fake's own value for each named rate header (names case-insensitive;
+  ``X-Post-Rate-Limit-*`` only on POST answers, as always), to test a client against a
+  broken or hostile server: resets in epoch milliseconds, years ahead, ``inf``, text.
+  Only what is sent changes; the fake's own budgets are counted as usual.
 - Uploads are "processed" like Imgur does: metadata stripped (JPEG APP1-APP15 and COM
   segments, PNG text/time/EXIF chunks) and a PNG over ``png_to_jpeg_size`` stored as a
   JPEG, so the served bytes may differ from the uploaded ones.
@@ -550,11 +555,15 @@ class Fault:
     remaining: int | None
     options: dict
     fired: int = 0
+    upload_name: str | None = None
 
     def matches(self, request: Request) -> bool:
         if self.remaining is not None and self.remaining <= 0:
             return False
         if self.method and self.method.upper() != request.method:
+            return False
+        if self.upload_name is not None and \
+                re.search(self.upload_name, request.value('name') or '') is None:
             return False
         return self.path is None or re.search(self.path, request.path) is not None
 
@@ -770,7 +779,8 @@ class FakeImgur:
                  album_account_url_null: bool = False, region_blocked: bool = False,
                  image_links_html: bool = False, cdn_blocked: bool = False,
                  ignore_create_privacy: bool = False, ignore_update_privacy: bool = False,
-                 stale_album_reads: float = 0.0, seed=None):
+                 stale_album_reads: float = 0.0, rate_header_values: dict | None = None,
+                 seed=None):
         # Options.
         self.user_limit = user_limit
         self.client_limit = client_limit
@@ -802,6 +812,9 @@ class FakeImgur:
         self.ignore_create_privacy = ignore_create_privacy
         self.ignore_update_privacy = ignore_update_privacy
         self.stale_album_reads = stale_album_reads      # fake seconds; 0: reads are fresh
+        # Hostile or broken answers: rate header name -> the text sent instead of the
+        # fake's own value (the module docstring, "Choices").
+        self.rate_header_values = dict(rate_header_values or {})
         self.on_request = None
 
         self._lock = threading.RLock()
@@ -1041,18 +1054,21 @@ class FakeImgur:
     # -- Faults ---------------------------------------------------------------
 
     def add_fault(self, kind: str, method: str | None = None, path: str | None = None,
-                  count: int | None = 1, **options) -> Fault:
+                  count: int | None = 1, *, upload_name: str | None = None,
+                  **options) -> Fault:
         """Make the next ``count`` matching requests fail (None: all of them).
 
-        ``path`` is a regex searched in the request path. One fault fires per request:
-        the first added that matches.
+        ``path`` is a regex searched in the request path; ``upload_name`` one searched
+        in the request's ``name`` field (an upload's file name; a request without one
+        does not match). One fault fires per request: the first added that matches.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f'unknown fault kind {kind!r}')
         unknown = set(options) - set(FAULT_KINDS[kind])
         if unknown:
             raise ValueError(f'fault {kind!r} takes no option {sorted(unknown)}')
-        fault = Fault(kind, method, path, count, {**FAULT_KINDS[kind], **options})
+        fault = Fault(kind, method, path, count, {**FAULT_KINDS[kind], **options},
+                      upload_name=upload_name)
         with self._lock:
             self.faults.append(fault)
         return fault
@@ -1285,7 +1301,8 @@ class FakeImgur:
             headers += [('X-Post-Rate-Limit-Limit', str(self.post_limit)),
                         ('X-Post-Rate-Limit-Remaining', str(max(0, self.post_limit - post[1]))),
                         ('X-Post-Rate-Limit-Reset', str(math.ceil(self._post_reset_in())))]
-        return headers
+        chosen = {name.lower(): value for name, value in self.rate_header_values.items()}
+        return [(name, chosen.get(name.lower(), value)) for name, value in headers]
 
     # -- The /3/ API ----------------------------------------------------------
 

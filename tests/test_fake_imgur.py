@@ -550,6 +550,33 @@ def test_rate_limit_headers_relative(fake, alice):
     assert int(headers['X-RateLimit-ClientReset']) < 10 ** 9
 
 
+def test_rate_header_values_replace_what_is_sent_and_nothing_else(fake, alice):
+    fake.rate_header_values = {'x-ratelimit-userreset': '9e18',
+                               'X-Post-Rate-Limit-Reset': '1700000000000'}
+    headers = call(fake, 'GET', '3/account/me', alice).headers
+    assert headers['X-RateLimit-UserReset'] == '9e18'
+    assert headers['X-RateLimit-UserRemaining'] == '12499'       # still counted
+    assert int(headers['X-RateLimit-ClientReset']) >= 10 ** 9
+    assert 'X-Post-Rate-Limit-Reset' not in headers               # only on POST answers
+    posted = upload(fake, alice).headers
+    assert posted['X-Post-Rate-Limit-Reset'] == '1700000000000'
+    assert posted['X-Post-Rate-Limit-Remaining'] == '1249'
+    fake.rate_header_values = {}
+    headers = call(fake, 'GET', '3/account/me', alice).headers
+    assert abs(int(headers['X-RateLimit-UserReset']) - (fake.now() + 3600)) < 5
+
+
+def test_fault_upload_name_matches_only_uploads_of_that_name(fake, alice):
+    fault = fake.add_fault('status', method='POST', path=r'^/3/image$', count=None,
+                           upload_name='\ufffd', code=400, message='Invalid name')
+    answer = upload(fake, alice, name='Caf\ufffd.jpg')
+    assert answer.status_code == 400 and answer.json()['data']['error'] == 'Invalid name'
+    assert len(fake.images) == 0 and fault.fired == 1
+    assert upload(fake, alice, filename='plain.jpg', name='plain.jpg').status_code == 200
+    assert upload(fake, alice, filename='none.jpg').status_code == 200      # no name field
+    assert fault.fired == 1 and len(fake.images) == 2
+
+
 def test_every_api_answer_carries_rate_headers(fake):
     for answer in (call(fake, 'GET', '3/account/me'),             # 401
                    call(fake, 'GET', '3/album/nope123', ANON)):   # 404
