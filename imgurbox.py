@@ -1609,8 +1609,28 @@ def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool =
     # Files modified before this are trusted on their stat data; later ones may have
     # changed within the file system's clock resolution and are read again.
     trust_before = scanned_at_ns - COARSE_MTIME_NS if scanned_at_ns else 1 << 62
+    known_record = known.get if not rehash_all else {}.get
+    files, trusted, make = scan.files, 0, tuple.__new__
     for entry in entries:
         name = entry.name
+        record = known_record(name)
+        if record is not None:
+            # The fast path of a no-op run: the file we hashed before, unread and
+            # unchecked (its name passed every check when it was first synced), when
+            # its size, mtime and inode are those recorded. Written for speed (one
+            # tuple compare; the ScannedFile made without a Python-level __new__): a
+            # no-op run does this for every file of the library.
+            try:
+                st = entry.stat()                        # cached: the slow path reuses it
+            except OSError:
+                st = None
+            if st is not None and (st.st_size, st.st_mtime_ns, st.st_ino) == record[2:5] \
+                    and st.st_mtime_ns < trust_before and not (IS_WINDOWS and
+                                                                _is_hidden(name, st)):
+                files[name] = make(ScannedFile, (name, entry.path, st.st_size,
+                                                 st.st_mtime_ns, st.st_ino, record[1]))
+                trusted += 1
+                continue
         if name.startswith(DOWNLOAD_PART_PREFIX) and name.endswith(DOWNLOAD_PART_SUFFIX):
             scan.leftovers.append(entry.path)            # a download a crash cut short
             continue
@@ -1621,15 +1641,6 @@ def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool =
                 scan.unreadable.append((name, _stat_problem(entry, e)))
             continue                    # (a broken link to a non-photo is no concern)
         record = known.get(name)
-        if (record is not None and not rehash_all and record.size == st.st_size
-                and record.mtime_ns == st.st_mtime_ns and record.inode == st.st_ino
-                and st.st_mtime_ns < trust_before and not (IS_WINDOWS and _is_hidden(name, st))):
-            # The fast path of a no-op run: the file we hashed before, unread and
-            # unchecked (its name passed every check when it was first synced).
-            scan.files[name] = ScannedFile(name, entry.path, st.st_size, st.st_mtime_ns,
-                                           st.st_ino, record.hash)
-            scan.trusted += 1
-            continue
         if not stat.S_ISREG(st.st_mode):
             if stat.S_ISDIR(st.st_mode):
                 scan.skipped_names.append(name + os.sep + " (a subfolder: only the top "
@@ -1669,6 +1680,7 @@ def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool =
                 on_hash()
         scan.files[name] = ScannedFile(name, entry.path, st.st_size, st.st_mtime_ns,
                                        st.st_ino, content)
+    scan.trusted = trusted
     scan.skipped_names.sort()
     scan.unreadable.sort()
     return scan
@@ -4178,7 +4190,10 @@ def scan_listed_folders(parsed: ParsedAlbums, state: StateStore, rehash: bool,
 class cyclic_gc_paused:
     """Loading the state and scanning make two small tuples per file and no reference
     cycle: the cyclic garbage collector, which would walk them all again and again as
-    they pile up, is paused meanwhile (a quarter of a no-op run's time at 100,000 files)."""
+    they pile up, is paused meanwhile (a quarter of a no-op run's time at 100,000 files),
+    and what they made is then frozen out of its later walks. They are still freed as
+    usual when no longer referenced, and unfrozen when the run ends (a long-running
+    process must not keep them out of its collections for good)."""
 
     def __enter__(self):
         import gc
@@ -4187,6 +4202,7 @@ class cyclic_gc_paused:
 
     def __exit__(self, *exc):
         import gc
+        gc.freeze()             # what was made stays out of later collections' walks
         if self.was_enabled:
             gc.enable()
 
@@ -4239,6 +4255,8 @@ class SyncRun:
             if not self.options.dry_run:
                 with signals_held():            # a second Ctrl-C must not cut the save
                     self.finish_state(state, plan, scan_started_ns)
+            import gc
+            gc.unfreeze()                       # see cyclic_gc_paused
         if not self.options.dry_run:
             self.rewrite_albums(albums_bytes, parsed, targets, state)
         return self.summarize(scans)
