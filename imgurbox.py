@@ -4101,7 +4101,7 @@ def place_download(tmp_path: str, folder: str, name: str) -> str:
 
 
 ###############################################################################
-# Commands: sync, auth, status
+# Commands: sync, auth, status, watch
 ###############################################################################
 
 def api_base_url(env: Environment) -> str:
@@ -5040,6 +5040,196 @@ def _status_of_folder(target: Target, state: StateStore, scan, plan: Plan, last_
     return lines
 
 
+# -- watch ---------------------------------------------------------------------------------
+
+WATCH_RETRY_FIRST = 60.0             # seconds after a run that failed items, doubling
+WATCH_RETRY_MAX = 3600.0
+WATCH_RATE_LIMIT_FALLBACK = 900.0    # a rate limit that said no reset time
+WATCH_LOCK_POLL = 1.0
+
+
+class Watcher:
+    """`watch`: one ordinary sync at start, then one each time the listed folders (or
+    albums.txt) have changed and been quiet for `quiet_seconds`. Holds the lock only
+    while a sync runs. Sleeps through rate limits, backs off after failures, and stops
+    for good only where a sync would need the user (exit 2 or 5), or on a signal."""
+
+    def __init__(self, home: str, options: SyncOptions, quiet_seconds: float, out: Output,
+                 log: Log, env: Environment):
+        self.home = home
+        self.options = options
+        self.quiet_seconds = quiet_seconds
+        self.out = out
+        self.log = log
+        self.env = env
+        self.changed = threading.Event()        # set by the watcher thread
+        self.last_change = 0.0                  # time.monotonic() of the latest event
+        self.watched = {}                       # folder -> watchdog's watch handle
+        self.retry_in = WATCH_RETRY_FIRST
+        self.next_try = None                    # monotonic time of a retry, if one is due
+
+    def run(self) -> int:
+        observer = self._start_observer()
+        try:
+            self.out.info("watching the folders of %s; Ctrl-C to stop"
+                          % os.path.join(self.home, ALBUMS_FILE))
+            self.log.write("watch: started (quiet time %g s)" % self.quiet_seconds)
+            code = self.sync()
+            while code not in (EXIT_USAGE, EXIT_AUTH):
+                self.wait_for_a_reason()
+                code = self.sync()
+            return code
+        finally:
+            observer.stop()
+
+    def _start_observer(self):
+        try:
+            from watchdog.events import FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError:
+            raise UsageError("watch needs the watchdog package: run `%s -m pip install -r "
+                             "requirements.txt`" % sys.executable) from None
+        watcher = self
+
+        class OnChange(FileSystemEventHandler):
+            def on_any_event(self, event):
+                if getattr(event, "event_type", "") in ("opened", "closed_no_write"):
+                    return                      # reads, ours included, change nothing
+                if not any(watcher.matters(path) for path in
+                           (event.src_path, getattr(event, "dest_path", ""))):
+                    return
+                watcher.last_change = time.monotonic()
+                watcher.changed.set()
+
+        self.handler = OnChange()
+        self.observer = Observer()
+        self.observer.daemon = True
+        self.observer.schedule(self.handler, self.home, recursive=False)   # albums.txt
+        self.observer.start()
+        return self.observer
+
+    def matters(self, path) -> bool:
+        """In the home only albums.txt counts (the state, journal and log change with
+        every sync, and must not start another); in a folder, all but our downloads'
+        temporary files."""
+        if not path:
+            return False
+        path = os.fsdecode(path)
+        if folder_key(path) == folder_key(self.home):
+            return False                        # the home itself: its files say what
+        folder, name = os.path.split(path)
+        if folder_key(folder) == folder_key(self.home) and folder_key(path) \
+                not in {folder_key(f) for f in self.watched}:
+            return name == ALBUMS_FILE
+        return not (name.startswith(DOWNLOAD_PART_PREFIX)
+                    and name.endswith(DOWNLOAD_PART_SUFFIX))
+
+    def follow_folders(self) -> None:
+        """Watch what albums.txt lists now (lines come and go between syncs)."""
+        wanted = set(listed_folders(self.home))
+        for folder in set(self.watched) - wanted:
+            self.observer.unschedule(self.watched.pop(folder))
+        for folder in sorted(wanted - set(self.watched)):
+            try:
+                self.watched[folder] = self.observer.schedule(self.handler, folder,
+                                                              recursive=False)
+            except OSError:
+                pass                    # not there (yet): the sync says so; tried again
+
+    def wait_for_a_reason(self) -> None:
+        """Until the changed folders have been quiet long enough, or a retry is due."""
+        while True:
+            if self.changed.is_set():
+                quiet_for = time.monotonic() - self.last_change
+                if quiet_for >= self.quiet_seconds:
+                    return
+                self.changed.wait(self.quiet_seconds - quiet_for)
+                continue
+            if self.next_try is not None and time.monotonic() >= self.next_try:
+                return
+            wait = None if self.next_try is None else self.next_try - time.monotonic()
+            self.changed.wait(wait)
+
+    def sync(self) -> int:
+        """One ordinary sync run, under the lock; decides when the next one is due."""
+        self.changed.clear()
+        self.next_try = None
+        self.follow_folders()
+        lock = self.take_lock()
+        try:
+            run = SyncRun(self.home, self.options, self.out, self.log, self.env)
+            code = run.run()
+        except Interrupted:
+            raise                               # SIGTERM / Ctrl-C: watch ends with the run
+        except (UsageError, AuthError) as e:
+            self.out.error(str(e))
+            return e.exit_code
+        except ImgurboxError as e:              # anything else a run can stop on
+            self.out.error(str(e))
+            code = e.exit_code
+            run = None
+        finally:
+            lock.release()
+        self.follow_folders()                   # albums.txt may name other folders now
+        if code == EXIT_RATE_LIMIT and run is not None:
+            self.sleep_until_reset(run.tally.rate_limit)
+        elif code in (EXIT_FAILED, EXIT_RATE_LIMIT):
+            self.next_try = time.monotonic() + self.retry_in * self.env.backoff_scale
+            self.retry_in = min(WATCH_RETRY_MAX, self.retry_in * 2)
+        else:
+            self.retry_in = WATCH_RETRY_FIRST
+        return code
+
+    def take_lock(self):
+        """The lock, waiting for a scheduled run (a daily --verify) that holds it."""
+        said = False
+        while True:
+            try:
+                return acquire_lock(self.home)
+            except LockHeldError:
+                if not said:
+                    self.out.info("another imgurbox run is active; waiting for it to end")
+                    self.log.write("watch: waiting for another run to release the lock")
+                    said = True
+                time.sleep(WATCH_LOCK_POLL)
+
+    def sleep_until_reset(self, limit: RateLimitError | None) -> None:
+        """Imgur's limit: no sync until it resets (changes meanwhile wait for it)."""
+        reset_at = limit.reset_at if limit is not None else None
+        wait = (reset_at - self.env.clock.now()) if reset_at else WATCH_RATE_LIMIT_FALLBACK
+        wait = max(1.0, wait)
+        self.out.info("rate limit: sleeping %s until it resets, then carrying on"
+                      % _duration(wait))
+        self.log.write("watch: rate limit, sleeping %.0f s" % wait)
+        time.sleep(wait)
+        self.next_try = time.monotonic()        # the rest of the work, at once
+
+
+def listed_folders(home: str) -> list:
+    """The folders albums.txt lists that exist now; [] if it cannot be read (the sync
+    reports why)."""
+    try:
+        state = StateStore.load(home, writable=False)
+        _, parsed = read_albums(home, state, Output(-1, None, True))
+    except (ImgurboxError, OSError, ValueError):
+        return []
+    folders = []
+    for line in parsed.lines:
+        album = state.albums.get(line.album_id) if line.album_id else None
+        folder = line.path or (album.folder if album else None)
+        if folder and os.path.isdir(folder):
+            folders.append(folder)
+    return folders
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return "%.0f s" % seconds
+    if seconds < 7200:
+        return "%.0f min" % (seconds / 60)
+    return "%.1f h" % (seconds / 3600)
+
+
 def last_successful_run(home: str) -> str | None:
     """The timestamp of the newest "sync ok" line in log.txt (its last 64 KiB)."""
     try:
@@ -5133,7 +5323,7 @@ def build_parser() -> argparse.ArgumentParser:
                "3 another run is active, 4 rate limit (the next run resumes), 5 run auth",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version="imgurbox " + VERSION)
-    commands = parser.add_subparsers(dest="command", metavar="{sync,auth,status}")
+    commands = parser.add_subparsers(dest="command", metavar="{sync,auth,status,watch}")
     commands.add_parser("sync", parents=[common, sync_options], help="sync (the default)",
                         description="Upload, move and delete so that each album mirrors "
                                     "its folder.",
@@ -5150,6 +5340,16 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Per folder: album, synced files, pending changes, "
                                     "skipped files, last sync and error.",
                         epilog="example: python3 imgurbox.py status")
+    watch = commands.add_parser(
+        "watch", parents=[common], help="stay running; sync each change within seconds",
+        description="Sync once, then again each time a listed folder (or albums.txt) "
+                    "changes and has been quiet for a while. Meant to be started at login.",
+        epilog="example: python3 imgurbox.py watch --quiet-seconds 30")
+    watch.add_argument("--quiet-seconds", type=_non_negative_seconds, metavar="N",
+                       default=10.0, help="sync a changed folder once it has been quiet "
+                                          "this long (default 10)")
+    watch.add_argument("--jobs", type=_positive, metavar="N", default=argparse.SUPPRESS,
+                       help="parallel uploads (default 4)")
     return parser
 
 
@@ -5160,6 +5360,17 @@ def _whole_number(text: str, low: int, high: int) -> int:
         raise argparse.ArgumentTypeError("%r is not a whole number" % text) from None
     if not low <= value <= high:
         raise argparse.ArgumentTypeError("must be from %d to %d" % (low, high))
+    return value
+
+
+def _non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError("%r is not a number of seconds from 0 to 86400"
+                                         % text)
     return value
 
 
@@ -5187,8 +5398,9 @@ SYNC_ONLY_OPTIONS = ("dry_run", "verify", "rehash", "max_delete", "force", "jobs
 
 def parse_args(argv: list) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
-    if args.command in ("auth", "status"):
-        given = [name for name in SYNC_ONLY_OPTIONS if hasattr(args, name)]
+    if args.command in ("auth", "status", "watch"):
+        given = [name for name in SYNC_ONLY_OPTIONS if hasattr(args, name)
+                 and not (args.command == "watch" and name == "jobs")]
         if given:
             raise UsageError("--%s is an option of sync, not of %s (see `imgurbox.py --help`)"
                              % (given[0].replace("_", "-"), args.command))
@@ -5246,8 +5458,12 @@ class signals_held:
     def __enter__(self):
         self.caught = []
         self.previous = {}
+        # Masking holds a signal only in this thread: with others alive (watch's file
+        # watcher), the kernel hands it to one of them, and Python still runs the
+        # handler here. Then the handlers are swapped for ones that only record.
         self.masked = hasattr(signal, "pthread_sigmask") and \
-            threading.current_thread() is threading.main_thread()
+            threading.current_thread() is threading.main_thread() and \
+            threading.active_count() == 1
         if self.masked:                     # POSIX: the kernel holds them, atomically
             signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)
         elif threading.current_thread() is threading.main_thread():
@@ -5304,6 +5520,9 @@ def main(argv: list | None = None) -> int:
         options = SyncOptions(args.dry_run, args.verify, args.rehash, args.force,
                               args.max_delete, args.jobs)
         require_writable(home)
+        if args.command == "watch":
+            saved = "; state saved, the next run carries on"
+            return Watcher(home, options, args.quiet_seconds, out, log, env).run()
         lock = acquire_lock(home)
         saved = "; state saved, the next run carries on"
         try:

@@ -4,6 +4,7 @@
     python3 tests/bench/run.py            # the full run (a few minutes)
     python3 tests/bench/run.py --quick    # smaller sizes, for a quick look
     python3 tests/bench/run.py --noop     # only (g), the no-op cost (issue 12, item 6)
+    python3 tests/bench/run.py --watch    # only (h), watch's memory over 300 syncs
 
 Run it from the repository root with imgurbox's and the tests' requirements installed.
 Everything talks to tests/fake_imgur.py on 127.0.0.1 (run in this process); imgurbox and
@@ -521,6 +522,50 @@ def bench_noop_costs(root: Path, sizes: tuple, per_folder: int, runs: int) -> tu
     return rows, detail
 
 
+def bench_watch_memory(root: Path, syncs: int) -> list:
+    """(h): `watch`'s resident memory over many syncs (each a no-op, started by a change
+    in the folder): it must stay flat, or a watch left running for weeks grows."""
+    fake = FakeImgur(**UNLIMITED)
+    fake.start()
+    home = Home(root, fake, "watch")
+    folder = home.folder("Trip", {"p%04d.jpg" % i: jpeg(i) for i in range(2000)})
+    home.albums([folder])
+    subprocess.run(home.command(), env=home.env(), check=True, capture_output=True)
+    fake.reset_requests()                   # the first sync's uploads are not watch's
+    log = home.path / "log.txt"
+    process = subprocess.Popen([PY, str(IMGURBOX), "--home", str(home.path), "-q", "watch",
+                                "--quiet-seconds", "0"], env=home.env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def rss_mb() -> float:
+        with open("/proc/%d/status" % process.pid) as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+    def syncs_done() -> int:
+        return log.read_text().count("nothing to do") if log.exists() else 0
+
+    samples = {}
+    try:
+        for n in range(1, syncs + 1):
+            before = syncs_done()
+            (folder / "note.txt").write_text(str(n))        # a change, nothing to upload
+            deadline = time.monotonic() + 30
+            while syncs_done() <= before and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if n in (10, syncs):
+                samples[n] = rss_mb()
+        requests = len(fake.api_requests())
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        fake.stop()
+    growth = samples[syncs] - samples[10]
+    return [row("(h) `watch` resident memory, sync 10 -> sync %d (no-op syncs, 2,000 files)"
+                % syncs, "%.1f MB -> %.1f MB (%d requests)" % (samples[10], samples[syncs],
+                                                              requests),
+                "-", "%+.1f MB" % growth, "flat (< 2 MB)", growth < 2 and requests == 0)]
+
+
 # --------------------------------------------------------------------------- main
 
 def main(argv=None) -> int:
@@ -529,6 +574,8 @@ def main(argv=None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--noop", action="store_true",
                         help="only (g), the no-op cost in parts (about 2 minutes)")
+    parser.add_argument("--watch", action="store_true",
+                        help="only (h), watch's memory over many syncs (about a minute)")
     parser.add_argument("--runs", type=int, default=None,
                         help="runs per figure in (g) (default 9; 5 with --quick)")
     args = parser.parse_args(argv)
@@ -540,6 +587,13 @@ def main(argv=None) -> int:
         platform.platform(), os.cpu_count(), platform.python_version(),
         platform.python_implementation(), root))
     try:
+        if args.watch:
+            print()
+            print("| measure | imgurbox | baseline | ratio | target | met |")
+            print("| --- | --- | --- | --- | --- | --- |")
+            for line in bench_watch_memory(root, 60 if quick else 300):
+                print(line)
+            return 0
         noop_rows, noop_detail = bench_noop_costs(
             root, (20, 100), 1000, args.runs or (5 if quick else 9))
         if args.noop:
@@ -558,6 +612,7 @@ def main(argv=None) -> int:
         rows += bench_big_gif(root, (30 if quick else 150) * 10**6)
         rows += big_rows
         rows += noop_rows
+        rows += bench_watch_memory(root, 60 if quick else 300)
         print()
         print("| measure | imgurbox | baseline | ratio | target | met |")
         print("| --- | --- | --- | --- | --- | --- |")

@@ -1,0 +1,195 @@
+"""`watch`: the real script left running against the fake, changed under it as a user
+would. Every wait polls the fake's record of requests (or the files) with a generous
+deadline; nothing asserts on how long anything took."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import time
+
+import pytest
+
+from imagefiles import jpeg
+from mirror_check import (album_adds, album_removes, assert_mirror, done_uploads,
+                          load_state, uploads)
+
+QUIET = '0.4'
+DEADLINE = 60.0
+
+
+def wait_for(condition, what: str, process=None):
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        if process is not None and process.poll() is not None:
+            out, err = process.communicate()
+            raise AssertionError(f'watch exited {process.returncode} while waiting for '
+                                 f'{what}\n{out.decode()}\n{err.decode()}')
+        assert time.monotonic() < deadline, f'no {what} within {DEADLINE} s'
+        time.sleep(0.05)
+
+
+def stop(process, sig=signal.SIGTERM) -> tuple:
+    process.send_signal(sig)
+    out, err = process.communicate(timeout=60)
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+def watching(home, fake):
+    """Start `watch` on what albums.txt lists; stopped (SIGTERM) at the end if still up."""
+    started = []
+
+    def start(*args, quiet=QUIET):
+        process = home.start('watch', '--quiet-seconds', quiet, *args)
+        started.append(process)
+        return process
+    yield start
+    for process in started:
+        if process.poll() is None:
+            stop(process)
+
+
+def test_a_new_file_is_uploaded_and_sigterm_exits_143_with_state_saved(home, fake, watching):
+    folder = home.folder('Cats', {'a.jpg': jpeg(1)})
+    home.write_credentials()
+    home.write_albums(f'{folder}\n')
+    process = watching()
+    wait_for(lambda: len(done_uploads(fake)) == 1, 'first sync', process)
+    (folder / 'b.jpg').write_bytes(jpeg(2))
+    wait_for(lambda: len(done_uploads(fake)) == 2, 'upload of the new file', process)
+    fake.wait_idle()
+    code, out, err = stop(process)
+    assert code == 143, (out, err)
+    assert 'Traceback' not in err
+    assert_mirror(home, fake, [folder])
+    assert home.run('sync').code == 0
+    assert len(uploads(fake)) == 2
+
+
+def test_a_file_written_slowly_in_pieces_is_uploaded_once_whole(home, fake, watching):
+    folder = home.folder('Cats', {'a.jpg': jpeg(1)})
+    home.write_credentials()
+    home.write_albums(f'{folder}\n')
+    process = watching()
+    wait_for(lambda: len(done_uploads(fake)) == 1, 'first sync', process)
+    whole = jpeg(7) + b'\0' * 200_000               # a large photo, copied slowly
+    with open(folder / 'slow.jpg', 'wb') as f:
+        for start in range(0, len(whole), len(whole) // 8):
+            f.write(whole[start:start + len(whole) // 8])
+            f.flush()
+            time.sleep(0.1)                         # well inside the quiet time
+    wait_for(lambda: len(done_uploads(fake)) == 2, 'upload of the slow file', process)
+    fake.wait_idle()
+    stop(process)
+    slow = [q for q in uploads(fake) if q.value('name') == 'slow.jpg']
+    assert len(slow) == 1
+    assert slow[0].files['image'][1] == whole
+    assert_mirror(home, fake, [folder])
+
+
+def test_a_move_between_folders_is_one_move(home, fake, watching):
+    cats = home.folder('Cats', {'a.jpg': jpeg(1)})
+    dogs = home.folder('Dogs', {'d.jpg': jpeg(2)})
+    home.write_credentials()
+    home.write_albums(f'{cats}\n{dogs}\n')
+    process = watching()
+    wait_for(lambda: len(done_uploads(fake)) == 2, 'first sync', process)
+    os.replace(cats / 'a.jpg', dogs / 'a.jpg')
+    wait_for(lambda: album_removes(fake), 'the move', process)
+    fake.wait_idle()
+    stop(process)
+    assert len(uploads(fake)) == 2 and len(album_adds(fake)) == 1
+    assert_mirror(home, fake, [cats, dogs])
+
+
+def test_a_burst_of_files_is_one_sync(home, fake, watching):
+    folder = home.folder('Cats', {'a.jpg': jpeg(1)})
+    home.write_credentials()
+    home.write_albums(f'{folder}\n')
+    process = watching(quiet='3')       # a burst is quick; a loaded machine is not
+    wait_for(lambda: len(done_uploads(fake)) == 1, 'first sync', process)
+    runs_before = load_state(home)['run']
+    staging = home.photos / 'staging'           # written outside, then moved in at once
+    staging.mkdir()
+    for n in range(30):
+        (staging / f'b{n:02d}.jpg').write_bytes(jpeg(100 + n))
+    for n in range(30):
+        os.replace(staging / f'b{n:02d}.jpg', folder / f'b{n:02d}.jpg')
+    wait_for(lambda: len(done_uploads(fake)) == 31, 'the burst', process)
+    fake.wait_idle()
+    stop(process)
+    # The run number goes up once per run that writes to Imgur: one run took them all.
+    assert int((home.path / 'run-counter').read_text()) == runs_before + 1
+    assert_mirror(home, fake, [folder])
+
+
+def test_a_rate_limit_makes_it_sleep_then_carry_on(home, fake, watching):
+    fake.hour = 3                                   # the fake's hour: 3 seconds
+    folder = home.folder('Cats', {'a.jpg': jpeg(1), 'b.jpg': jpeg(2)})
+    home.write_credentials()
+    home.write_albums(f'{folder}\n')
+    fake.add_fault('rate_limit', method='POST', path=r'^/3/image$', count=1)
+    process = watching('--jobs', '1')
+    wait_for(lambda: len(done_uploads(fake)) == 2, 'uploads after the reset', process)
+    fake.wait_idle()
+    code, out, err = stop(process)
+    assert code == 143
+    assert 'rate limit: sleeping' in out + err
+    assert_mirror(home, fake, [folder])
+
+
+def test_albums_txt_changes_are_picked_up(home, fake, watching):
+    cats = home.folder('Cats', {'a.jpg': jpeg(1)})
+    home.write_credentials()
+    home.write_albums(f'{cats}\n')
+    process = watching()
+    wait_for(lambda: len(done_uploads(fake)) == 1, 'first sync', process)
+    dogs = home.folder('Dogs', {'d.jpg': jpeg(2)})
+    home.write_albums(f'{cats}\n{dogs}\n')
+    wait_for(lambda: len(done_uploads(fake)) == 2, 'the new line', process)
+    (dogs / 'e.jpg').write_bytes(jpeg(3))           # and its folder is watched now
+    wait_for(lambda: len(done_uploads(fake)) == 3, 'a file in the new folder', process)
+    fake.wait_idle()
+    stop(process)
+    assert_mirror(home, fake, [cats, dogs])
+
+
+def test_a_taken_lock_is_waited_for_not_fought(home, fake, watching):
+    folder = home.folder('Cats', {'a.jpg': jpeg(1)})
+    home.write_credentials()
+    home.write_albums(f'{folder}\n')
+    with open(home.path / 'imgurbox.lock', 'a+') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)            # a scheduled --verify run, say
+        process = watching()
+        log = home.path / 'log.txt'
+        wait_for(lambda: log.exists() and 'waiting for another run' in log.read_text(),
+                 'watch to wait for the lock', process)
+        assert uploads(fake) == []
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    wait_for(lambda: len(done_uploads(fake)) == 1, 'the sync after the lock', process)
+    fake.wait_idle()
+    code, out, err = stop(process)
+    assert code == 143
+    assert 'waiting for it to end' in out + err
+
+
+def test_ctrl_c_exits_130_and_a_bad_albums_txt_stops_it_with_2(home, fake, watching):
+    folder = home.folder('Cats', {'a.jpg': jpeg(1)})
+    home.write_credentials()
+    home.write_albums(f'{folder}\n')
+    process = watching()
+    wait_for(lambda: len(done_uploads(fake)) == 1, 'first sync', process)
+    fake.wait_idle()
+    code, out, err = stop(process, signal.SIGINT)
+    assert code == 130, (out, err)
+    home.write_albums(f'{folder}\n{home.photos / "Nowhere" / "deeper"}\n')
+    process = watching()
+    assert process.wait(timeout=60) == 2
+    assert 'albums.txt' in process.stderr.read().decode()
+
+
+def test_watch_takes_no_sync_only_option(home):
+    r = home.run('watch', '--verify')
+    assert r.code == 2 and '--verify' in r.stderr
