@@ -152,10 +152,25 @@ class ImgurboxError(Exception):
     """A failure with a message for the user and the exit code it means."""
     exit_code = EXIT_FAILED
 
+    def lines(self) -> tuple:
+        """The message as lines to print, each escaped on its own (Output.error)."""
+        return (str(self),)
+
 
 class UsageError(ImgurboxError):
-    """Bad command line or bad file: nothing was changed."""
+    """Bad command line or bad file: nothing was changed. `details`: lines that follow
+    the message (one per bad albums.txt line)."""
     exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, details=()):
+        super().__init__(message)
+        self.details = tuple(details)
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    def lines(self) -> tuple:
+        return (str(self.args[0]),) + self.details
 
 
 class CredentialsDamaged(UsageError):
@@ -1812,6 +1827,36 @@ def register_secret(value) -> None:
         _SECRETS.add(value)
 
 
+# What text from outside (Imgur's titles, names and messages; file and folder names; a
+# user's albums.txt) may never carry to a terminal or log.txt: C0 controls (ESC opens
+# every terminal escape: CSI, OSC 52 clipboard writes, window titles; CR and LF would
+# overwrite or forge a line), DEL, C1 controls (U+009B is a CSI on its own to some
+# terminals), the bidi overrides, isolates and marks that make a name read backwards,
+# the Unicode line separators, and lone surrogates (the bytes of a name that is not
+# UTF-8). README, "Command line": how they are shown.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
+                          "\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match) -> str:
+    char = match.group()
+    code = ord(char)
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    if 0xDC80 <= code <= 0xDCFF:                # os.fsdecode's stand-in for byte 0x80-0xff
+        return "\\x%02x" % (code - 0xDC00)
+    return "\\x%02x" % code if code < 0x100 else "\\u%04x" % code
+
+
+def printable(text) -> str:
+    """Text from outside with every control character shown escaped (`\\x1b`, `\\n`,
+    `\\u202e`), so that it can never move the cursor, retitle the terminal, write the
+    clipboard or forge a line. Idempotent; Output and Log apply it to all they write."""
+    text = str(text)
+    return text if text.isprintable() else _UNPRINTABLE.sub(_escape, text)
+
+
 def redact(text: str) -> str:
     for secret in sorted(_SECRETS, key=len, reverse=True):
         text = text.replace(secret, "***")
@@ -1826,7 +1871,8 @@ class Log:
         self._lock = threading.Lock()
 
     def write(self, text: str) -> None:
-        line = ("%s %s\n" % (iso_now(), redact(text).replace("\n", " "))).encode("utf-8")
+        # Escaped (printable), so that one entry is one line and carries no control.
+        line = ("%s %s\n" % (iso_now(), printable(redact(text)))).encode("utf-8")
         with self._lock:
             try:
                 self._rotate_if_needed(len(line))
@@ -1850,10 +1896,12 @@ class Log:
 
 
 class Output:
-    """What the user sees: actions and the summary on stdout, the rest on stderr."""
+    """What the user sees: actions and the summary on stdout, the rest on stderr. Every
+    line passes printable() here: a name, title or message from outside never reaches
+    the terminal with a control character in it, and never starts a line of its own."""
 
     COLORS = {"+": "32", "-": "31", ">": "36", "~": "33", "!": "1;31", "<": "34",
-              "*": "1", "=": "2", "warning": "33", "error": "1;31"}
+              "*": "1", "=": "2", "@": "2", "warning": "33", "error": "1;31"}
 
     def __init__(self, verbosity: int, log: Log | None, no_color: bool = False):
         self.verbosity = verbosity                  # -1 quiet, 0 normal, 1 verbose
@@ -1867,10 +1915,17 @@ class Output:
     def _paint(self, text: str, key: str, enabled: bool) -> str:
         return "\x1b[%sm%s\x1b[0m" % (self.COLORS[key], text) if enabled else text
 
-    def _write(self, stream, text: str) -> None:
+    @staticmethod
+    def _clean(text) -> str:
+        return printable(redact(str(text)))
+
+    def _write(self, stream, prefix: str, *lines) -> None:
+        """One message: its lines (each escaped; the first after `prefix`, which is
+        imgurbox's own and may be coloured), then a newline imgurbox writes itself."""
+        text = prefix + "\n".join(self._clean(line) for line in lines)
         with self._lock:
             try:
-                stream.write(redact(text) + "\n")
+                stream.write(text + "\n")
                 stream.flush()
             except (OSError, ValueError):
                 pass                                # a closed pipe must not crash a sync
@@ -1878,27 +1933,33 @@ class Output:
     def action(self, symbol: str, text: str, always: bool = False) -> None:
         if self.verbosity >= 0 or (always and symbol == "!"):
             stream = sys.stdout if symbol != "!" or self.verbosity >= 0 else sys.stderr
-            self._write(stream, "%s %s" % (self._paint(symbol, symbol, self.color_out), text))
+            self._write(stream, self._paint(symbol, symbol, self.color_out) + " ", text)
 
     def info(self, text: str) -> None:
         if self.verbosity >= 0:
-            self._write(sys.stdout, text)
+            self._write(sys.stdout, "", text)
+
+    def show(self, *lines) -> None:
+        """What a command was asked to show (status, auth): printed even with -q."""
+        self._write(sys.stdout, "", *lines)
 
     def detail(self, text: str) -> None:
         if self.verbosity > 0:
-            self._write(sys.stdout, "  " + text)
+            self._write(sys.stdout, "  ", text)
 
     def warn(self, text: str) -> None:
         if self.verbosity >= 0:
-            self._write(sys.stderr, self._paint("warning:", "warning", self.color_err)
-                        + " " + text)
+            self._write(sys.stderr, self._paint("warning:", "warning", self.color_err) + " ",
+                        text)
         if self.log:
             self.log.write("warning " + text)
 
-    def error(self, text: str) -> None:
-        self._write(sys.stderr, self._paint("error:", "error", self.color_err) + " " + text)
+    def error(self, text: str, *details) -> None:
+        """An error, and lines of imgurbox's own that explain it (a list of bad lines)."""
+        self._write(sys.stderr, self._paint("error:", "error", self.color_err) + " ",
+                    text, *details)
         if self.log:
-            self.log.write("error " + text)
+            self.log.write(" ".join(("error " + text,) + details))
 
     def progress(self, total: int, description: str, unit: str = "file"):
         """A tqdm bar on a terminal's stderr, shown at once; else a bar that does nothing."""
@@ -3507,9 +3568,9 @@ def read_albums(home: str, state: StateStore, out: Output) -> tuple:
     if not parsed.lines and not parsed.errors:
         out.warn("%s lists no folder yet: add one folder per line (see %s)" % (path, example))
     if parsed.errors:
-        raise UsageError("%s has %d bad line%s; nothing was changed:\n%s" % (
-            path, len(parsed.errors), "" if len(parsed.errors) == 1 else "s",
-            "\n".join("  %s:%d: %s" % (ALBUMS_FILE, n, m) for n, m in parsed.errors)))
+        raise UsageError("%s has %d bad line%s; nothing was changed:" % (
+            path, len(parsed.errors), "" if len(parsed.errors) == 1 else "s"),
+            ["  %s:%d: %s" % (ALBUMS_FILE, n, m) for n, m in parsed.errors])
     return data, parsed
 
 
@@ -3540,8 +3601,9 @@ def settle_checked(parsed: ParsedAlbums, state: StateStore, scans: dict) -> list
     targets = settle_targets(parsed.lines, state, scans)
     errors = target_conflicts(targets)
     if errors:
-        raise UsageError("%s names one album or folder twice; nothing was changed:\n%s" % (
-            ALBUMS_FILE, "\n".join("  %s:%d: %s" % (ALBUMS_FILE, n, m) for n, m in errors)))
+        raise UsageError("%s names one album or folder twice; nothing was changed:"
+                         % ALBUMS_FILE,
+                         ["  %s:%d: %s" % (ALBUMS_FILE, n, m) for n, m in errors])
     return targets
 
 
@@ -4244,7 +4306,7 @@ def _auth(home: str, out: Output, log: Log, env: Environment) -> int:
                            account_id=_as_int(account.get("id")) or None)
         credentials.save()
         log.write("auth saved for account %s" % account.get("url"))
-        print("Authorized as %s. Saved %s (readable only by you)." % (
+        out.show("Authorized as %s. Saved %s (readable only by you)." % (
             account.get("url"), credentials.path))
         return EXIT_OK
 
@@ -4265,9 +4327,9 @@ def _obtain_tokens(api: Api, credentials: Credentials, refresh_token: str | None
     if refresh_token:
         return api._token_request(dict(form, grant_type="refresh_token",
                                        refresh_token=refresh_token.strip()))
-    print("How do you want to authorize imgurbox?\n"
-          "  1) paste a refresh token you already have (works today)\n"
-          "  2) authorize in the browser (Imgur's page fails for some logins since 2025)")
+    out.show("How do you want to authorize imgurbox?",
+             "  1) paste a refresh token you already have (works today)",
+             "  2) authorize in the browser (Imgur's page fails for some logins since 2025)")
     choice = prompt("Choose 1 or 2 [1]: ").strip() or "1"
     while choice not in ("1", "2"):
         choice = prompt("Please type 1 or 2 [1]: ").strip() or "1"
@@ -4276,8 +4338,8 @@ def _obtain_tokens(api: Api, credentials: Credentials, refresh_token: str | None
         return api._token_request(dict(form, grant_type="refresh_token", refresh_token=token))
     url = "%soauth2/authorize?client_id=%s&response_type=token" % (
         api.base_url, urllib.parse.quote(credentials["client_id"]))
-    print("Open this address, allow access, then paste the address you land on "
-          "(or the PIN Imgur shows):\n  %s" % url)
+    out.show("Open this address, allow access, then paste the address you land on "
+             "(or the PIN Imgur shows):", "  %s" % url)
     try:
         import webbrowser
         webbrowser.open(url)
@@ -4308,10 +4370,9 @@ def run_status(home: str, out: Output) -> int:
     plan = plan_sync(targets, scans, state, {}, PlanOptions())
     last_ok = last_successful_run(home)
     for target in targets:
-        print("\n".join(_status_of_folder(target, state, scans.get(target.folder), plan,
-                                           last_ok)))
+        out.show(*_status_of_folder(target, state, scans.get(target.folder), plan, last_ok))
     if state.pending:
-        print("%s not yet confirmed by Imgur (from an interrupted run, or one running now): "
+        out.show("%s not yet confirmed by Imgur (from an interrupted run, or one running now): "
               "the next sync checks %s" % (_count(len(state.pending), "operation"),
                                            "it" if len(state.pending) == 1 else "them"))
     return EXIT_OK
@@ -4604,7 +4665,7 @@ def main(argv: list | None = None) -> int:
     try:
         env = Environment.read(os.environ)      # the only read of the environment
     except UsageError as e:
-        Output(0, None, no_color=True).error(str(e))
+        Output(0, None, no_color=True).error(*e.lines())
         return EXIT_USAGE
     out = Output(0, None, env.no_color)
     saved = ""                                  # what an interruption message adds
@@ -4638,7 +4699,7 @@ def main(argv: list | None = None) -> int:
                                        saved))
         return e.exit_code
     except ImgurboxError as e:
-        out.error(str(e))
+        out.error(*e.lines())
         return e.exit_code
     except BrokenPipeError:                 # `imgurbox.py status | head`: reader left
         try:
@@ -4651,7 +4712,8 @@ def main(argv: list | None = None) -> int:
         return EXIT_FAILED
     except Exception:
         import traceback
-        out.error("internal error (please report it):\n" + redact(traceback.format_exc()))
+        out.error("internal error (please report it):",
+                  *traceback.format_exc().rstrip("\n").split("\n"))
         return EXIT_FAILED
 
 
