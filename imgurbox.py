@@ -44,8 +44,8 @@ import unicodedata
 import urllib.parse
 from typing import Callable, NamedTuple
 
-# Heavy imports (requests, imgurpython, requests_toolbelt, tqdm) happen only when a run
-# needs the network or a terminal: a no-op run from cron should cost a directory walk.
+# Heavy imports (requests, imgurpython, requests_toolbelt) happen only when a run
+# needs the network: a no-op run from cron should cost a directory walk.
 
 ###############################################################################
 # Constants
@@ -394,6 +394,19 @@ class FolderScan:
     unreadable: list = dataclasses.field(default_factory=list)  # (name, reason)
     rehashed: int = 0
     trusted: int = 0                   # files whose stat data matched the state
+    to_read: list = dataclasses.field(default_factory=list)     # ToRead, not hashed yet
+    read: list = dataclasses.field(default_factory=list)        # (name, why), hashed
+
+
+class ToRead(NamedTuple):
+    """A file the scan must read (hash) before the plan, and why (README, `-v`)."""
+    name: str
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    extension: str
+    why: str
 
 
 @dataclasses.dataclass
@@ -1315,11 +1328,13 @@ def _size_limit(extension: str) -> int:
 
 
 def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool = False,
-                on_hash: Callable[[], None] | None = None) -> FolderScan:
+                read_now: bool = True) -> FolderScan:
     """List a folder's eligible files (README, "Which files"), hashing only what may have changed.
 
     known: name -> FileRecord from the state; a file whose size, mtime_ns and inode
     match, and whose mtime is not within 2 s of the last scan, keeps its hash unread.
+    With read_now False the files to hash are left in `to_read` (read_files hashes
+    them), so that the hashing of every folder can show its total from the start.
     """
     scan = FolderScan(folder)
     try:
@@ -1378,21 +1393,42 @@ def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool =
                      and record.mtime_ns == st.st_mtime_ns and record.inode == st.st_ino)
         content = record.hash if same_stat else None
         if content is None or rehash_all or st.st_mtime_ns >= trust_before:
-            try:
-                content = content_hash(entry.path, extension)
-            except OSError as e:
-                scan.unreadable.append((name, e.strerror or str(e)))
-                scan.files[name] = ScannedFile(name, entry.path, st.st_size,
-                                               st.st_mtime_ns, st.st_ino, None)
-                continue
-            scan.rehashed += 1
-            if on_hash:
-                on_hash()
+            why = ("new" if record is None else "not read before" if not record.hash
+                   else "size changed" if record.size != st.st_size
+                   else "modified" if record.mtime_ns != st.st_mtime_ns
+                   else "inode changed" if record.inode != st.st_ino
+                   else "--rehash" if rehash_all else "modified near the last scan")
+            scan.to_read.append(ToRead(name, entry.path, st.st_size, st.st_mtime_ns,
+                                       st.st_ino, extension, why))
+            continue
         scan.files[name] = ScannedFile(name, entry.path, st.st_size, st.st_mtime_ns,
                                        st.st_ino, content)
+    if read_now:
+        read_files(scan, _NoProgress())
     scan.skipped_names.sort()
-    scan.unreadable.sort()
     return scan
+
+
+def read_files(scan: FolderScan, progress) -> None:
+    """Hash the files the scan left to read; one that cannot be read is listed as such."""
+    for file in scan.to_read:
+        shown = progress.item(os.path.join(os.path.basename(scan.folder), file.name),
+                              file.size)
+        try:
+            content = content_hash(file.path, file.extension)
+        except OSError as e:
+            scan.unreadable.append((file.name, e.strerror or str(e)))
+            content = None
+        else:
+            scan.rehashed += 1
+            scan.read.append((file.name, file.why))
+        finally:
+            shown.update(file.size)
+            shown.close()
+        scan.files[file.name] = ScannedFile(file.name, file.path, file.size, file.mtime_ns,
+                                            file.inode, content)
+    scan.to_read = []
+    scan.unreadable.sort()
 
 
 ###############################################################################
@@ -1906,11 +1942,16 @@ class Output:
     def __init__(self, verbosity: int, log: Log | None, no_color: bool = False):
         self.verbosity = verbosity                  # -1 quiet, 0 normal, 1 verbose
         self.log = log
-        no_color = no_color or not _ansi_terminal()
+        self.ansi = _ansi_terminal()
+        no_color = no_color or not self.ansi
         self.color_out = _isatty(sys.stdout) and not no_color
         self.color_err = _isatty(sys.stderr) and not no_color
         self.progress_enabled = _isatty(sys.stderr) and verbosity >= 0
-        self._lock = threading.Lock()
+        # Held by every write to the terminal, and by the upload threads' progress.
+        self._lock = threading.RLock()
+        self._shown = []                            # Progress blocks on screen, in order
+        self._drawn = 0                             # lines they take up below the cursor
+        self._drawn_at = 0.0
 
     def _paint(self, text: str, key: str, enabled: bool) -> str:
         return "\x1b[%sm%s\x1b[0m" % (self.COLORS[key], text) if enabled else text
@@ -1925,8 +1966,10 @@ class Output:
         text = prefix + "\n".join(self._clean(line) for line in lines)
         with self._lock:
             try:
+                self._erase()                       # whole lines: the bars make way
                 stream.write(text + "\n")
                 stream.flush()
+                self._draw()
             except (OSError, ValueError):
                 pass                                # a closed pipe must not crash a sync
 
@@ -1961,44 +2004,209 @@ class Output:
         if self.log:
             self.log.write(" ".join(("error " + text,) + details))
 
-    def progress(self, total: int, description: str, unit: str = "file"):
-        """A tqdm bar on a terminal's stderr, shown at once; else a bar that does nothing."""
-        if not self.progress_enabled or (total is not None and total <= 0):
-            return _NoProgress()                    # total None: a counter, total unknown
-        try:
-            from tqdm import tqdm
-        except ImportError:                         # progress is a nicety, never a failure
+    # -- progress: drawn below the last line, erased before each new one -----------
+
+    def progress(self, title: str, files: int, size: int) -> "Progress | _NoProgress":
+        """A phase's progress (files and bytes to go), shown at once on a terminal's
+        stderr and never elsewhere; a block that does nothing when there is no work."""
+        if not self.progress_enabled or files <= 0:
             return _NoProgress()
-        scale = unit == "B"
-        return tqdm(total=total, desc=description, unit=unit, unit_scale=scale,
-                    unit_divisor=1024 if scale else 1000, file=sys.stderr, leave=False,
-                    dynamic_ncols=True, mininterval=0.1, delay=0,
-                    colour=None if not self.color_err else "green")
+        progress = Progress(self, title, files, size)
+        with self._lock:
+            self._shown.append(progress)
+            self.redraw(force=True)
+        return progress
+
+    def end_progress(self, progress: "Progress") -> None:
+        with self._lock:
+            if progress in self._shown:
+                self._shown.remove(progress)
+                self.redraw(force=True)
+
+    def redraw(self, force: bool = False) -> None:
+        """Draw the progress again, at most ten times a second unless forced."""
+        with self._lock:
+            now = time.monotonic()
+            if not force and now - self._drawn_at < PROGRESS_INTERVAL:
+                return
+            try:
+                self._erase()
+                self._draw()
+            except (OSError, ValueError):
+                pass
+
+    def _erase(self) -> None:
+        """Clear the block from the screen; the cursor is left where it began."""
+        if not self._drawn:
+            return
+        if self.ansi:
+            sys.stderr.write("\r\x1b[J")               # to the end of the screen
+        else:
+            sys.stderr.write("\r%s\r" % (" " * (_terminal_width() - 1)))
+        sys.stderr.flush()
+        self._drawn = 0
+
+    def _draw(self) -> None:
+        """Write the block below the cursor and go back to its first column, so that the
+        next line printed begins there (after _erase) and not inside the block."""
+        if not self._shown:
+            return
+        width = _terminal_width()
+        lines = [line for progress in self._shown for line in progress.lines(width)]
+        if not self.ansi:
+            lines = lines[:1]                       # one line, redrawn with \r alone
+        lines = [_fit(line, width - 1) for line in lines]
+        if self.ansi:
+            text = "\x1b[K\n".join(lines) + "\x1b[K\r"
+            if len(lines) > 1:
+                text += "\x1b[%dA" % (len(lines) - 1)
+        else:
+            text = lines[0] + "\r"
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        self._drawn = len(lines)
+        self._drawn_at = time.monotonic()
 
 
-class _LazyProgress:
-    """A bar made at its first update: a no-op run shows no empty 'hash: 0file' bar."""
+class Progress:
+    """One phase on a terminal, like rclone -P: files done of the total, bytes with
+    percentage, rate and time left, and below it each file in flight. Output draws it
+    and erases it before every line it prints, so a line never begins inside it."""
 
-    def __init__(self, make):
-        self._make = make
-        self._bar = None
+    def __init__(self, out: Output, title: str, files: int, size: int):
+        self.out = out
+        self.title = title
+        self.files, self.size = files, max(size, 0)
+        self.files_done = self.bytes_done = 0
+        self.started = time.monotonic()
+        self.flying = []                            # ProgressItem, in start order
 
-    def update(self, n=1):
-        if self._bar is None:
-            self._bar = self._make()
-        self._bar.update(n)
+    def item(self, name: str, size: int) -> "ProgressItem":
+        """A file this phase is now working on (shown by name until it is closed)."""
+        item = ProgressItem(self, printable(name), size)
+        with self.out._lock:
+            self.flying.append(item)
+            self.out.redraw()
+        return item
 
-    def close(self):
-        if self._bar is not None:
-            self._bar.close()
+    def update(self, n: int = 1) -> None:
+        """Bytes done that belong to no file shown."""
+        with self.out._lock:
+            self.bytes_done += n
+            self.out.redraw()
+
+    def close(self) -> None:
+        self.out.end_progress(self)
+
+    def lines(self, width: int) -> list:
+        elapsed = time.monotonic() - self.started
+        done = min(self.bytes_done, self.size)
+        fraction = done / self.size if self.size else self.files_done / self.files
+        rate = done / elapsed if elapsed > 0 else 0
+        eta = _clock_text((self.size - done) / rate) if rate else "?"
+        tail = " %s/%s files, %s/%s, %s/s, ETA %s" % (
+            "{:,}".format(self.files_done), "{:,}".format(self.files),
+            _size_text(done), _size_text(self.size), _size_text(rate), eta)
+        head = "%-7s%3d%%" % (self.title, int(fraction * 100))
+        bar_width = max(0, min(30, width - 1 - len(head) - len(tail) - 2))
+        lines = [head + ("|%s|" % _bar(fraction, bar_width) if bar_width >= 5 else "") + tail]
+        shown = self.flying[:PROGRESS_MAX_NAMES]
+        lines += ["  * %s: %d%% of %s" % (item.name, item.percent(), _size_text(item.size))
+                  for item in shown]
+        if len(self.flying) > len(shown):
+            lines.append("  * and %d more" % (len(self.flying) - len(shown)))
+        return lines
+
+
+class ProgressItem:
+    """A file in flight: its bytes count towards its phase as they are done."""
+
+    def __init__(self, progress: Progress, name: str, size: int):
+        self.progress, self.name, self.size, self.done = progress, name, size, 0
+
+    def percent(self) -> int:
+        return int(100 * min(self.done, self.size) / self.size) if self.size else 0
+
+    def update(self, n: int = 1) -> None:
+        with self.progress.out._lock:
+            self.done += n
+            self.progress.bytes_done += n
+            self.progress.out.redraw()
+
+    def close(self) -> None:
+        """The file is done (or given up): it counts as done and leaves the list."""
+        progress = self.progress
+        with progress.out._lock:
+            if self in progress.flying:
+                progress.flying.remove(self)
+                progress.files_done += 1
+                if progress.files_done >= progress.files:
+                    progress.close()                # the phase is over: make way at once
+                else:
+                    progress.out.redraw()
 
 
 class _NoProgress:
+    """Progress where none is shown (piped, -q, or nothing to do)."""
+
+    def item(self, name: str, size: int) -> "_NoProgress":
+        return self
+
     def update(self, n=1):
         pass
 
     def close(self):
         pass
+
+
+PROGRESS_INTERVAL = 0.1             # seconds between two drawings of the progress
+PROGRESS_MAX_NAMES = 8              # files in flight named below the meter
+
+
+def _terminal_width() -> int:
+    try:
+        return max(20, os.get_terminal_size(sys.stderr.fileno()).columns)
+    except (OSError, ValueError, AttributeError):
+        return 80
+
+
+def _bar(fraction: float, width: int) -> str:
+    """A bar of `width` cells, in eighths where the terminal's encoding has them."""
+    try:
+        "\u2588\u258f".encode(sys.stderr.encoding or "ascii")
+        full, partial = "\u2588", " \u258f\u258e\u258d\u258c\u258b\u258a\u2589"
+    except (LookupError, UnicodeEncodeError):
+        full, partial = "#", " "
+    eighths = int(max(0.0, min(1.0, fraction)) * width * 8)
+    cells = full * (eighths // 8)
+    if len(cells) < width:
+        cells += partial[eighths % 8 * len(partial) // 8]
+    return cells.ljust(width)
+
+
+def _fit(line: str, columns: int) -> str:
+    """Cut a line to the terminal's columns (wide characters count two): a line that
+    wrapped would leave the block taller than _erase knows."""
+    used = 0
+    for index, char in enumerate(line):
+        used += 2 if unicodedata.east_asian_width(char) in "WF" else 1
+        if used > columns:
+            return line[:index]
+    return line
+
+
+def _size_text(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return ("%d %s" if unit == "B" else "%.1f %s") % (size, unit)
+        size /= 1024
+
+
+def _clock_text(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    hours, rest = divmod(seconds, 3600)
+    return ("%d:%02d:%02d" % (hours, rest // 60, rest % 60) if hours
+            else "%d:%02d" % (rest // 60, rest % 60))
 
 
 def _ansi_terminal() -> bool:
@@ -2870,10 +3078,9 @@ class Executor:
     def run(self, actions: list) -> None:
         downloads = [a for a in actions if isinstance(a, Download)]
         self.downloads_left = collections.Counter(a.album for a in downloads)
-        # One bar for all downloads, in bytes (Imgur's sizes are those it serves).
-        total = sum(a.image.size for a in downloads)
-        self.download_bar = self.out.progress(total or (None if downloads else 0),
-                                              "download", unit="B")
+        # One block for all downloads (Imgur's sizes are those it serves).
+        self.download_bar = self.out.progress("download", len(downloads),
+                                              sum(a.image.size or 0 for a in downloads))
         try:
             self._run(actions)
         finally:
@@ -3017,8 +3224,12 @@ class Executor:
         name = safe_file_name(image.name, image.image_id, image.mime)
         tmp_path = os.path.join(folder, ".imgurbox-%s.part" % image.image_id)
         try:
+            shown = self.download_bar.item(self.where(action.album, name), image.size or 0)
             with open(tmp_path, "wb") as f:
-                final_url = self.api.download(image.link, f, self.download_bar.update)
+                try:
+                    final_url = self.api.download(image.link, f, shown.update)
+                finally:
+                    shown.close()
                 f.flush()
                 os.fsync(f.fileno())
             if final_url.rstrip("/").endswith("removed.png"):
@@ -3072,8 +3283,7 @@ class Executor:
     def run_uploads(self, uploads: list) -> None:
         import queue
         jobs = max(1, self.options.jobs)
-        total_bytes = sum(a.file.size for a in uploads)
-        bar = self.out.progress(total_bytes, "upload", unit="B")
+        bar = self.out.progress("upload", len(uploads), sum(a.file.size for a in uploads))
         done_queue = queue.Queue()
         work_queue = queue.Queue()
         results, started, reported = {}, 0, 0
@@ -3085,10 +3295,12 @@ class Executor:
                 if item is None:
                     return
                 index, action, pending, transfer = item
+                shown = bar.item(self.where(action.album, action.file.name), action.file.size)
                 try:
-                    result = self._send_upload(action, pending, bar, transfer)
+                    result = self._send_upload(action, pending, shown, transfer)
                 except BaseException as e:             # handed to the main thread
                     result = e
+                shown.close()
                 done_queue.put((index, result))
 
         def take_answers(timeout: float) -> bool:
@@ -3618,11 +3830,16 @@ def scan_listed_folders(parsed: ParsedAlbums, state: StateStore, rehash: bool,
         if folder:
             known = album or by_key.get(folder_key(folder))
             folders[folder] = known.files if known else {}
-    bar = _LazyProgress(lambda: out.progress(None, "hash"))    # shown once hashing starts
-    scans = {}
-    for folder, known in folders.items():
-        scans[folder] = scan_folder(folder, known, state.scanned_at_ns, rehash, bar.update)
-    bar.close()
+    scans = {folder: scan_folder(folder, known, state.scanned_at_ns, rehash, read_now=False)
+             for folder, known in folders.items()}
+    to_read = [file for scan in scans.values() for file in scan.to_read]
+    # Shown from the start of hashing, with its total; a no-op run shows none.
+    progress = out.progress("hash", len(to_read), sum(file.size for file in to_read))
+    try:
+        for scan in scans.values():
+            read_files(scan, progress)
+    finally:
+        progress.close()
     return scans
 
 

@@ -40,13 +40,25 @@ MIB = 1024 * 1024
 
 def run_in_pty(home, *args, env=None, timeout=60) -> Result:
     """Run imgurbox with stdin+stdout on one pty (100 columns) and stderr on another."""
+    code, out, err = _run_on_ptys(home, args, env, timeout, shared=False)
+    return Result(code, out.replace("\r\n", "\n"), err.replace("\r\n", "\n"))
+
+
+def run_in_terminal(home, *args, env=None, timeout=60) -> tuple:
+    """Run imgurbox with stdin, stdout and stderr on one pty (100 columns), as in a
+    terminal window; returns (exit code, everything it wrote, as the terminal got it)."""
+    code, out, _ = _run_on_ptys(home, args, env, timeout, shared=True)
+    return code, out
+
+
+def _run_on_ptys(home, args, env, timeout, shared: bool) -> tuple:
     env = {"TERM": "xterm", "COLUMNS": "100", "NO_COLOR": None, **(env or {})}
     out_master, out_slave = pty.openpty()
     err_master, err_slave = pty.openpty()
     for fd in (out_slave, err_slave):
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
-    proc = home.start(*args, env=env, stdin=out_slave, stdout=out_slave, stderr=err_slave,
-                      close_fds=True)
+    proc = home.start(*args, env=env, stdin=out_slave, stdout=out_slave,
+                      stderr=out_slave if shared else err_slave, close_fds=True)
     os.close(out_slave)
     os.close(err_slave)
     chunks = {out_master: [], err_master: []}
@@ -75,9 +87,79 @@ def run_in_pty(home, *args, env=None, timeout=60) -> Result:
             proc.wait()
         for fd in chunks:
             os.close(fd)
-    text = {fd: b"".join(parts).decode("utf-8", "replace").replace("\r\n", "\n")
-            for fd, parts in chunks.items()}
-    return Result(code, text[out_master], text[err_master])
+    text = {fd: b"".join(parts).decode("utf-8", "replace") for fd, parts in chunks.items()}
+    return code, text[out_master], text[err_master]
+
+
+CSI = re.compile(r"\x1b\[([0-9;?]*)([A-Za-z])|\x1b[^\[]")
+
+
+def screen(raw: str, columns: int = 100) -> list:
+    """The lines a terminal shows (scrollback included) once it has been sent ``raw``.
+
+    A tiny VT100: printable characters overwrite at the cursor and wrap at ``columns``;
+    CR, LF (the pty already made each "\\n" a CR LF), backspace, cursor up/down/right/
+    left (CSI A B C D), erase in line (CSI K) and erase below (CSI J) are obeyed;
+    colours and any other escape change nothing on the screen."""
+    rows, row, col = [[]], 0, 0
+    position = 0
+    while position < len(raw):
+        char = raw[position]
+        if char == "\x1b":
+            m = CSI.match(raw, position)
+            position = m.end() if m else position + 1
+            if not m or m.group(2) is None:
+                continue
+            n = int(m.group(1) or "1") if m.group(1).isdigit() else 0
+            op = m.group(2)
+            if op == "A":
+                row = max(0, row - n)
+            elif op == "B":
+                row += n
+            elif op == "C":
+                col = min(columns - 1, col + n)
+            elif op == "D":
+                col = max(0, col - n)
+            elif op == "K":
+                mode = int(m.group(1) or "0")
+                line = rows[row] if row < len(rows) else []
+                if mode == 0:
+                    del line[col:]
+                elif mode == 1:
+                    line[:col + 1] = [" "] * min(len(line), col + 1)
+                else:
+                    line.clear()
+            elif op == "J":
+                mode = int(m.group(1) or "0")
+                if mode == 0 and row < len(rows):
+                    del rows[row][col:]
+                    del rows[row + 1:]
+            continue
+        position += 1
+        if char == "\r":
+            col = 0
+        elif char == "\n":
+            row += 1
+        elif char == "\b":
+            col = max(0, col - 1)
+        elif char >= " ":
+            if col >= columns:
+                row, col = row + 1, 0
+            while len(rows) <= row:
+                rows.append([])
+            line = rows[row]
+            line.extend(" " * (col - len(line)))
+            if col < len(line):
+                line[col] = char
+            else:
+                line.append(char)
+            col += 1
+        while len(rows) <= row:
+            rows.append([])
+    lines = ["".join(line).rstrip() for line in rows]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
 
 
 def piped(home, *args, env=None) -> Result:
@@ -530,3 +612,90 @@ def test_status_counts_each_folders_own_changes_and_lists_skipped_files(home, fa
     assert "to do: 1 deletion, 1 replacement" in cats_block, result.stdout
     assert "to do: 1 new album, 1 upload" in dogs_block, result.stdout
     assert "skipped: 1 .heic" in dogs_block and "IMG_1.HEIC" in dogs_block, result.stdout
+
+
+# --------------------------------------------------------------------------- whole lines, progress
+
+METER = re.compile(r"^(hash|upload|download) +\d+%(\|.*\|)? \d[\d,]*/[\d,]+ files, ")
+
+
+def test_no_line_begins_inside_a_progress_bar(home, fake):
+    """stdout and stderr on one terminal, as in a window: the action lines (stdout) and a
+    warning (stderr) printed while bars are drawn each show as a whole line, and no bar
+    is left on the screen."""
+    home.write_credentials()
+    folder = home.folder("Trip", {f"p{i}.jpg": jpeg(i) + b"\0" * 50000 for i in range(8)})
+    home.write_albums(f"{folder}\n")
+    fake.latency = 0.05
+    fake.add_fault("status", method="POST", path=r"^/3/image$", code=400, count=1,
+                   message="File type invalid (1)")
+    changed = []
+
+    def edit_the_last_file(phase, request):
+        if phase == "before" and request.path == "/3/image" and not changed:
+            changed.append(True)
+            (folder / "p7.jpg").write_bytes(jpeg(999))     # "changed since the scan"
+    fake.on_request = edit_the_last_file
+    code, raw = run_in_terminal(home, "sync", "--jobs", "2")
+    fake.on_request = None
+    assert code == 1, raw
+    assert "%|" in raw, "no progress was drawn"
+    lines = screen(raw)
+    for line in lines:                  # no bar, nor a piece of one, is left
+        assert not BAR.search(line) and not METER.match(line), (line, lines)
+        assert " files, " not in line and "ETA" not in line, (line, lines)
+        assert "  * Trip/" not in line, (line, lines)
+    actions = [line for line in lines if re.search(r"[+!] (upload|failed) Trip/", line)]
+    assert len(actions) == 7, lines                        # 6 uploaded, 1 refused
+    for line in actions:
+        assert re.fullmatch(r"\+ upload Trip/p\d\.jpg|! failed Trip/p\d\.jpg: Imgur refused "
+                            r"the file \(File type invalid \(1\)\); it is retried once it "
+                            r"changes", line), (line, lines)
+    warnings = [line for line in lines if "changed since the scan" in line]
+    assert [w for w in warnings] == ["warning: Trip/p7.jpg changed since the scan: it "
+                                     "waits for the next run"], lines
+    assert lines[-1].startswith("6 uploaded, 1 new album, 1 failed"), lines
+
+
+def meter_lines(raw: str, title: str) -> list:
+    """Every drawing of a phase's meter line, in order (escapes and CRs removed)."""
+    found = []
+    for piece in re.split(r"[\r\n]", SGR.sub("", raw)):
+        piece = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", piece)
+        if re.match(rf"{title} +\d+%", piece):
+            found.append(piece)
+    return found
+
+
+def test_progress_shows_totals_from_the_start_of_each_phase(home, fake):
+    home.write_credentials()
+    files = {f"p{i}.jpg": jpeg(i) + b"\0" * 100000 for i in range(5)}
+    folder = home.folder("Trip", files)
+    home.write_albums(f"{folder}\n")
+    fake.latency = 0.05
+    result = run_in_pty(home, "sync", "--jobs", "2")
+    assert result.code == 0, result
+    total = sum(len(data) for data in files.values())
+
+    hashing = meter_lines(result.stderr, "hash")
+    assert hashing, result.stderr
+    # Its first drawing already has the totals: files and bytes, percentage and ETA.
+    assert re.match(r"hash +0%\|.*\| 0/5 files, 0 B/\d+\.\d KiB, .*/s, ETA ", hashing[0]), hashing
+    assert f"{total / 1024:.1f} KiB" in hashing[0], (hashing[0], total)
+
+    uploading = meter_lines(result.stderr, "upload")
+    assert uploading and re.match(r"upload +0%\|.*\| 0/5 files, 0 B/", uploading[0]), uploading
+    assert any(re.search(r"[1-5]/5 files, .+ KiB/.+ KiB, [\d.]+ (?:B|KiB|MiB)/s, ETA \d+:\d\d", line)
+               for line in uploading), uploading
+    # The files in flight are named below the meter, like rclone -P.
+    assert re.search(r"\n  \* Trip/p\d\.jpg: \d+% of \d+\.\d KiB", result.stderr), result.stderr
+    assert not BAR.search(result.stdout)
+
+
+def test_no_progress_when_piped_even_for_a_big_phase(home, fake):
+    home.write_credentials()
+    folder = home.folder("Trip", {f"p{i}.jpg": jpeg(i) for i in range(3)})
+    home.write_albums(f"{folder}\n")
+    result = piped(home, "sync")
+    assert result.code == 0, result
+    assert "files, " not in result.stderr and "%|" not in result.stderr, result
