@@ -3866,9 +3866,8 @@ class SyncRun:
         scan_started_ns = time.time_ns()
         scans = scan_listed_folders(parsed, state, self.options.rehash, self.out)
         for scan in scans.values():
-            if scan.rehashed:
-                self.out.detail("%s: %d new or changed file%s read" % (
-                    scan.folder, scan.rehashed, "" if scan.rehashed == 1 else "s"))
+            for name, why in sorted(scan.read):
+                self.out.detail("read %s (%s)" % (os.path.join(scan.folder, name), why))
             for name in scan.skipped_names:
                 self.out.detail("skip %s" % os.path.join(scan.folder, name))
             for name, reason in scan.unreadable:

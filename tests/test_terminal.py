@@ -699,3 +699,26 @@ def test_no_progress_when_piped_even_for_a_big_phase(home, fake):
     result = piped(home, "sync")
     assert result.code == 0, result
     assert "files, " not in result.stderr and "%|" not in result.stderr, result
+
+
+def test_verbose_names_each_file_read_and_why(home, fake):
+    folder = new_home(home, files=3)
+    for path in folder.iterdir():       # long before the scan: trusted on their stat data
+        os.utime(path, ns=(10 ** 18, 10 ** 18))
+    first = piped(home, "-v", "sync")
+    assert first.code == 0, first
+    for i in range(3):
+        assert f"  read {folder / f'p{i}.jpg'} (new)" in first.stdout.splitlines(), first
+    time.sleep(0.01)
+    (folder / "p1.jpg").write_bytes(jpeg(41) + b"longer")
+    os.utime(folder / "p1.jpg", ns=(10 ** 18, 10 ** 18))
+    os.utime(folder / "p2.jpg", ns=(10 ** 18, 10 ** 18 + 10 ** 9))
+    second = piped(home, "-v", "sync")
+    assert second.code == 0, second
+    read = [line for line in second.stdout.splitlines() if line.startswith("  read ")]
+    assert read == [f"  read {folder / 'p1.jpg'} (size changed)",
+                    f"  read {folder / 'p2.jpg'} (modified)"], second.stdout
+    rehash = piped(home, "-v", "sync", "--rehash")
+    assert sum("(--rehash)" in line for line in rehash.stdout.splitlines()) == 3, rehash
+    quiet = piped(home, "sync", "--rehash")
+    assert "  read " not in quiet.stdout
