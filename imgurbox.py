@@ -451,9 +451,17 @@ class Target:
 # Actions: what the planner asks the executor to do. An action class is the one place
 # that says everything about its kind: where it runs in a plan (`order`), what it costs
 # in requests and credits (for --dry-run and the delete guard), how the plan and
-# `status` name it (`symbol`, `verb`, `noun`, `label()`); Executor.do_<class name>
-# carries it out (uploads, which run in parallel, Executor.run_uploads). A new kind of
-# action is a class here and its do_ method.
+# `status` name it (`symbol`, `verb`, `noun`, `label()`, and `lines()`: the --dry-run
+# lines, in the form the real run prints); Executor.do_<class name> carries it out
+# (uploads, which run in parallel, Executor.run_uploads). A new kind of action is a
+# class here and its do_ method.
+#
+# `where(album key, name)` names a file as every action line does: its folder's last
+# part, a slash, its name ("Cats/felix.jpg"); without a name, the folder alone.
+
+DOWNLOAD_ONLY_NOTE = " (download-only: another account's)"
+REPAIRED_NOTE = " (was missing on Imgur)"
+
 
 @dataclasses.dataclass
 class Action:
@@ -466,9 +474,13 @@ class Action:
     noun = ""                          # status's word: "2 uploads"
 
     def label(self) -> str:
-        """What the plan prints after the verb."""
+        """The file's name, or what else names this action."""
         file = getattr(self, "file", None)
         return file.name if file is not None else getattr(self, "name", "")
+
+    def lines(self, where: Callable[[str, str], str]) -> list:
+        """What --dry-run prints after the symbol: the real run's line for it."""
+        return ["%s %s" % (self.verb, where(self.album, self.label()))]
 
 
 @dataclasses.dataclass
@@ -485,6 +497,10 @@ class LinkAlbum(Action):
     def label(self) -> str:
         return self.title or self.folder
 
+    def lines(self, where) -> list:
+        return ["album %s %s%s" % (where(self.album, ""), ALBUM_URL.format(self.album),
+                                   DOWNLOAD_ONLY_NOTE if self.download_only else "")]
+
 
 @dataclasses.dataclass
 class CreateAlbum(Action):
@@ -498,6 +514,9 @@ class CreateAlbum(Action):
     def label(self) -> str:
         return self.title or self.folder
 
+    def lines(self, where) -> list:
+        return ["album %s (new album)" % self.label()]
+
 
 @dataclasses.dataclass
 class RetitleAlbum(Action):
@@ -507,6 +526,9 @@ class RetitleAlbum(Action):
 
     def label(self) -> str:
         return self.title
+
+    def lines(self, where) -> list:
+        return ["retitle album %s as %s" % (ALBUM_URL.format(self.album), self.title)]
 
 
 @dataclasses.dataclass
@@ -522,6 +544,10 @@ class Upload(Action):
         if self.replaces:
             self.requests, self.credits = 2, UPLOAD_CREDITS + CALL_CREDITS
             self.symbol, self.verb, self.noun = "~", "replace", "replacement"
+
+    def lines(self, where) -> list:
+        return ["%s %s%s" % (self.verb, where(self.album, self.file.name),
+                             REPAIRED_NOTE if self.repair else "")]
 
 
 @dataclasses.dataclass
@@ -544,6 +570,10 @@ class Move(Action):
     def label(self) -> str:
         return ", ".join("%s -> %s" % (i.old_name, i.file.name) for i in self.items)
 
+    def lines(self, where) -> list:
+        return ["move %s -> %s" % (where(self.source, item.old_name),
+                                   where(self.album, item.file.name)) for item in self.items]
+
 
 @dataclasses.dataclass
 class Rename(Action):
@@ -556,6 +586,10 @@ class Rename(Action):
 
     def label(self) -> str:
         return "%s -> %s" % (self.old_name, self.file.name)
+
+    def lines(self, where) -> list:
+        return ["rename %s -> %s" % (where(self.album, self.old_name),
+                                     where(self.album, self.file.name))]
 
 
 @dataclasses.dataclass
@@ -576,6 +610,9 @@ class PurgeReplaced(Action):
     def label(self) -> str:
         return self.image_id
 
+    def lines(self, where) -> list:
+        return ["delete old version %s (image %s)" % (where(self.album, ""), self.image_id)]
+
 
 @dataclasses.dataclass
 class Adopt(Action):
@@ -584,7 +621,10 @@ class Adopt(Action):
     image_id: str = ""
     order = 3
     requests = credits = 0
-    symbol, verb, noun = "=", "link", "link"
+    symbol, verb, noun = "@", "adopt", "adoption"
+
+    def lines(self, where) -> list:
+        return ["adopt %s as image %s" % (where(self.album, self.file.name), self.image_id)]
 
 
 @dataclasses.dataclass
@@ -598,6 +638,11 @@ class Download(Action):
     def label(self) -> str:
         return self.image.name or self.image.image_id
 
+    def lines(self, where) -> list:
+        # The name it is saved under; a name taken in the folder gets " (1)" then.
+        return ["download %s" % where(self.album, safe_file_name(
+            self.image.name, self.image.image_id, self.image.mime))]
+
 
 @dataclasses.dataclass
 class Repair(Action):
@@ -608,6 +653,10 @@ class Repair(Action):
     order = 7
     requests, credits = 2, 2 * CALL_CREDITS
     symbol, verb, noun = "+", "repair", "repair"
+
+    def lines(self, where) -> list:
+        # The real run re-adds the image, or uploads the file again if the image is gone.
+        return ["re-add or upload %s%s" % (where(self.album, self.name), REPAIRED_NOTE)]
 
 
 @dataclasses.dataclass
@@ -3009,6 +3058,12 @@ class Transfer:
             self.abandoned = True
 
 
+def where_in(folder: str, name: str = "") -> str:
+    """How an action line names a file: its folder's last part, a slash, its name."""
+    label = os.path.basename(folder) or folder
+    return "%s/%s" % (label, name) if name else label
+
+
 class Executor:
     """Applies a plan: albums, local bookkeeping, downloads, uploads (parallel),
     moves, repairs, deletions last. State is journaled after every remote change."""
@@ -3039,9 +3094,8 @@ class Executor:
         return self.album_ids.get(key, None if key.startswith("new:") else key)
 
     def where(self, key: str, name: str = "") -> str:
-        folder = self.folders.get(key) or self.folders.get(self.album_id(key) or "", key)
-        label = os.path.basename(folder) or folder
-        return "%s/%s" % (label, name) if name else label
+        return where_in(self.folders.get(key) or self.folders.get(self.album_id(key) or "",
+                                                                    key), name)
 
     def fail(self, text: str) -> None:
         self.tally.failed += 1
@@ -3132,10 +3186,7 @@ class Executor:
                              incomplete=bool(self.downloads_left[action.album]))
         if existing is None:
             self.announced.add(action.album)
-            self.out.action("*", "album %s %s%s" % (self.where(action.album),
-                                                   ALBUM_URL.format(action.album),
-                                                   " (download-only: another account's)"
-                                                   if action.download_only else ""))
+            self.out.action("*", action.lines(self.where)[0])
             self.log.write("link album %s %s" % (action.album, action.folder))
 
     def do_CreateAlbum(self, action: CreateAlbum) -> None:
@@ -3192,6 +3243,7 @@ class Executor:
         self.client.update_album(action.album, {"title": action.title})
         self.state.set_album(action.album, title=action.title,
                              folder=self.folders.get(action.album, ""))
+        self.out.action("*", action.lines(self.where)[0])
         self.log.write("retitle album %s %r" % (action.album, action.title))
 
     # -- bookkeeping without transfer -----------------------------------------------------
@@ -3200,17 +3252,16 @@ class Executor:
         f = action.file
         self.state.set_file(action.album, f.name,
                             FileRecord(action.image_id, f.hash, f.size, f.mtime_ns, f.inode))
-        self.out.detail("= %s is image %s" % (self.where(action.album, f.name), action.image_id))
-        self.tally.counts["linked"] += 1
+        self.done("@", "adopt", "%s as image %s" % (self.where(action.album, f.name),
+                                                    action.image_id), "adopted")
 
     def do_Rename(self, action: Rename) -> None:
         record = action.record
         f = action.file
         self.state.refile(action.album, action.old_name, action.album, f.name,
                           record._replace(size=f.size, mtime_ns=f.mtime_ns, inode=f.inode))
-        self.out.detail("= %s renamed to %s (no request)" % (
-            self.where(action.album, action.old_name), f.name))
-        self.tally.counts["renamed"] += 1
+        self.done("=", "rename", "%s -> %s" % (self.where(action.album, action.old_name),
+                                               self.where(action.album, f.name)), "renamed")
 
     # -- downloads -----------------------------------------------------------------------
 
@@ -3523,7 +3574,7 @@ class Executor:
         if action.replaces:
             self.done("~", "replace", where, "replaced", album_id)
         elif action.repair:
-            self.done("+", "upload", where + " (was missing on Imgur)", "uploaded", album_id)
+            self.done("+", "upload", where + REPAIRED_NOTE, "uploaded", album_id)
         else:
             self.done("+", "upload", where, "uploaded", album_id)
         self.log.write("  image %s in album %s" % (result.image_id, album_id))
@@ -3587,7 +3638,8 @@ class Executor:
             self.run_uploads([Upload(action.album, file=f, repair=True)])
             return
         self.client.album_add_images(action.album, [action.record.image_id])
-        self.done("+", "re-add", self.where(action.album, action.name), "repaired", action.album)
+        self.done("+", "re-add", self.where(action.album, action.name) + REPAIRED_NOTE,
+                  "repaired", action.album)
 
     def do_Delete(self, action: Delete) -> None:
         self._delete_image(action.image_id)
@@ -3595,10 +3647,17 @@ class Executor:
         self.done("-", "delete", self.where(action.album, action.name), "deleted", action.album)
 
     def do_PurgeReplaced(self, action: PurgeReplaced) -> None:
-        if action.image_id in self.state.albums[action.album].to_delete:
-            self._delete_image(action.image_id)
-            self.state.deleted(action.album, action.image_id)
-            self.log.write("delete old version %s" % action.image_id)
+        """A planned one: an old version whose delete failed on an earlier run."""
+        if self._purge(action.album, action.image_id):
+            self.out.action("-", action.lines(self.where)[0])
+
+    def _purge(self, album_id: str, image_id: str) -> bool:
+        if image_id not in self.state.albums[album_id].to_delete:
+            return False
+        self._delete_image(image_id)
+        self.state.deleted(album_id, image_id)
+        self.log.write("delete old version %s" % image_id)
+        return True
 
     def purge_replaced(self) -> None:
         """Delete old versions replaced during this run (after their new versions)."""
@@ -3607,7 +3666,7 @@ class Executor:
                 if self.stopping:
                     return
                 try:
-                    self.do_PurgeReplaced(PurgeReplaced(album_id, image_id=image_id))
+                    self._purge(album_id, image_id)
                 except (RateLimitError, AuthError, ServiceDownError) as e:
                     self.stop_for(e)
                 except RequestFailed as e:
@@ -4406,28 +4465,34 @@ def safe_folder_name(title: str | None) -> str:
 
 
 def print_plan(plan: Plan, state: StateStore, out: Output) -> None:
-    """--dry-run: the plan grouped by album, with what each album costs."""
+    """--dry-run: the plan grouped by album, with what each album costs; each action in
+    the line the real run prints for it."""
     groups = collections.OrderedDict()
     for action in plan.actions:
         groups.setdefault(action.album, []).append(action)
     for held in plan.held:
         groups.setdefault(held.album, [])
-    folders = {t.key: t.folder for t in plan.targets}
+    folders = {album_id: album.folder for album_id, album in state.albums.items()}
+    folders.update({t.key: t.folder for t in plan.targets if t.folder})
+
+    def where(key: str, name: str = "") -> str:
+        return where_in(folders.get(key, key), name)
     for album_key, actions in groups.items():
-        folder = folders.get(album_key) or state.albums.get(album_key, AlbumState(album_key, "")).folder
+        folder = folders.get(album_key, album_key)
         link = "new album" if album_key.startswith("new:") else ALBUM_URL.format(album_key)
         requests_ = sum(a.requests for a in actions)
         credits = sum(a.credits for a in actions)
-        out.info("%s (%s): %d request%s, %d credits" % (
-            folder, link, requests_, "" if requests_ == 1 else "s", credits))
+        out.info("%s (%s): %s, %s" % (folder, link, _count(requests_, "request"),
+                                      _count(credits, "credit")))
         for action in actions:
-            out.action(action.symbol, "%s %s" % (action.verb, action.label()))
+            for line in action.lines(where):
+                out.action(action.symbol, line)
         for held in plan.held:
             if held.album == album_key:
                 for action in held.actions:
-                    out.action("!", "held: %s %s" % (action.verb, action.label()))
-    out.info("plan: %d request%s, %d credits" % (plan.requests, "" if plan.requests == 1 else "s",
-                                                 plan.credits))
+                    for line in action.lines(where):
+                        out.action("!", "held: " + line)
+    out.info("plan: %s, %s" % (_count(plan.requests, "request"), _count(plan.credits, "credit")))
 
 
 class NoAnswer(AuthError):

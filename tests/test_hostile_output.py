@@ -206,8 +206,8 @@ def test_hostile_remote_title_and_names_in_a_downloaded_album(home, fake):
     assert dry.code == 0, dry
     assert_run_clean(home, dry)
     assert_no_forged_lines(dry)
-    assert r"Album\x1b]52;c;ZXZpbA==\x07\x1b[2J\x00\n- delete X/forged.jpg\u202e" \
-        in dry.text, dry
+    # The dry run names the folder and files as the run will: made safe from the title.
+    assert len(lines_starting(dry, "* album ")) == 1, dry
     assert len(lines_starting(dry, "< download ")) == len(REMOTE_NAMES), dry
 
     real = raw_run(home, "sync")

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import pytest
 
 from imagefiles import jpeg
+from conftest import REPO
 from mirror_check import done_uploads
 
 class Result(NamedTuple):
@@ -722,3 +723,73 @@ def test_verbose_names_each_file_read_and_why(home, fake):
     assert sum("(--rehash)" in line for line in rehash.stdout.splitlines()) == 3, rehash
     quiet = piped(home, "sync", "--rehash")
     assert "  read " not in quiet.stdout
+
+
+# --------------------------------------------------------------------------- dry run = real run
+
+ANY_ACTION = re.compile(r"^([*+\-~><!=@]) (.*)$")
+
+
+def normalised_actions(stdout: str) -> list:
+    """Every action line, with an album's link or "(new album)" as <album>."""
+    found = []
+    for line in stdout.splitlines():
+        m = ANY_ACTION.match(line)
+        if m:
+            found.append(re.sub(r"https://imgur\.com/a/\w+|\(new album\)", "<album>", line))
+    return found
+
+
+def readme_symbols() -> set:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    table = readme.split("| symbol | action |", 1)[1].split("\n\n", 1)[0]
+    return set(re.findall(r"^\| `(.)` \|", table, re.M))
+
+
+def test_dry_run_prints_every_action_as_the_real_run_does(home, fake):
+    home.write_credentials()
+    a = home.folder("A", {f"a{i}.jpg": jpeg(i) for i in range(6)})
+    b = home.folder("B", {"b0.jpg": jpeg(10)})
+    home.write_albums(f"{a}\n{b}\n")
+    assert piped(home, "sync").code == 0
+    os.rename(a / "a0.jpg", a / "a0-renamed.jpg")              # = rename
+    (a / "a1.jpg").write_bytes(jpeg(101))                      # ~ replace
+    (a / "a2.jpg").unlink()                                    # - delete
+    os.rename(a / "a3.jpg", b / "a3.jpg")                      # > move
+    (a / "new.jpg").write_bytes(jpeg(102))                     # + upload
+    c = home.folder("C", {"c0.jpg": jpeg(20)})                 # * new album
+    d = home.folder("D", {"d0.jpg": jpeg(30), "d1.jpg": jpeg(31)})
+    remote = fake.create_album("alice", "Remote D", image_ids=[
+        fake.create_image("alice", jpeg(30), name="d0.jpg"),   # @ adopt
+        fake.create_image("alice", jpeg(32), name="r1.jpg")])  # < download
+    other = fake.create_album("alice", "Elsewhere", image_ids=[
+        fake.create_image("alice", jpeg(40), name="e0.jpg")])  # * link, < download
+    home.write_albums(f"{a}\n{b}\n{c}\n{d} -> https://imgur.com/a/{remote}\n{other}\n")
+
+    dry = piped(home, "--dry-run")
+    assert dry.code == 0, dry
+    real = piped(home, "sync")
+    assert real.code == 0, real
+    planned, done = normalised_actions(dry.stdout), normalised_actions(real.stdout)
+    # Grouped by album in the plan, in execution order in the run: the same lines.
+    assert sorted(planned) == sorted(done), (dry.stdout, real.stdout)
+    assert {line[0] for line in done} == set("*=~->+@<"), done
+    assert "= rename A/a0.jpg -> A/a0-renamed.jpg" in done
+    assert "> move A/a3.jpg -> B/a3.jpg" in done
+    assert any(re.fullmatch(r"@ adopt D/d0\.jpg as image \w+", line) for line in done), done
+    assert "< download D/r1.jpg" in done and "< download Elsewhere/e0.jpg" in done, done
+    assert "* album C <album>" in done and "* album Elsewhere <album>" in done, done
+    assert {line[0] for line in planned} <= readme_symbols(), readme_symbols()
+
+
+def test_dry_run_counts_credits_in_the_right_number(home, fake):
+    home.write_credentials()
+    a = home.folder("A", {f"a{i}.jpg": jpeg(i) for i in range(4)})
+    home.write_albums(f"{a}\n")
+    assert piped(home, "sync").code == 0
+    (a / "a0.jpg").unlink()
+    dry = piped(home, "--dry-run")
+    assert dry.code == 0, dry
+    assert re.search(r"\): 1 request, 1 credit$", dry.stdout, re.M), dry.stdout
+    assert "plan: 1 request, 1 credit" in dry.stdout, dry.stdout
+    assert "1 credits" not in dry.stdout and "1 requests" not in dry.stdout, dry.stdout
