@@ -1572,6 +1572,7 @@ class PlanOptions:
     force: bool = False
     max_delete: int | None = None
     verify: bool = False
+    command: str = "imgurbox.py"       # how hints name this imgurbox (command_line())
 
 
 class _Vanished(NamedTuple):
@@ -1642,9 +1643,11 @@ def _available_targets(targets, scans, state, options, plan, remote) -> list:
         if scan is None or scan.error:
             reason = scan.error if scan else "not scanned"
             plan.errors.append((target.folder, "unavailable (%s): nothing deleted or "
-                                "uploaded for it this run. Reconnect its drive, or if the "
-                                "folder moved, put its new path on line %d of albums.txt"
-                                % (reason, target.line.number)))
+                                "uploaded for it this run. If you deleted it on purpose, "
+                                "remove line %d of albums.txt to stop syncing it (its album "
+                                "stays on Imgur); if it is on a drive, reconnect the drive; "
+                                "if the folder moved, put its new path on line %d"
+                                % (reason, target.line.number, target.line.number)))
             continue
         problem = _remote_problem(target, remote[target.album_id]) \
             if target.album_id in remote else None
@@ -1666,8 +1669,8 @@ def _available_targets(targets, scans, state, options, plan, remote) -> list:
             if not any(r.hash in moved_in for r in recorded.values()):
                 plan.errors.append((target.folder, "unavailable: the folder holds no "
                                     "photo while %d are synced (an unmounted drive?); "
-                                    "nothing deleted. Use --force if you emptied it on "
-                                    "purpose." % len(recorded)))
+                                    "nothing deleted. If you emptied it on purpose, run "
+                                    "`%s --force`" % (len(recorded), options.command)))
                 continue
         available.append(target)
     return available
@@ -1868,9 +1871,9 @@ def _delete_guard(actions, targets, scans, state, options, plan) -> list:
                 continue
             held.update(map(id, group))
             plan.held.append(Held(album_key, folder, "%d %s of %d synced files is more "
-                                  "than half: none done (use --max-delete %d or --force "
-                                  "if this is intended)" % (len(group), label, recorded,
-                                                            len(group)), group))
+                                  "than half: none done. If this is intended, run `%s "
+                                  "--max-delete %d`" % (len(group), label, recorded,
+                                                        options.command, len(group)), group))
         scan = scans.get(folder)
         if scan is not None and scan.unreadable:
             deletes = [a for a in album_actions
@@ -2994,6 +2997,7 @@ class Tally:
     """What the run did, for the summary line and the exit code."""
     counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     failed: int = 0
+    failed_what: list = dataclasses.field(default_factory=list)    # for the summary
     held: int = 0
     rate_limit: RateLimitError | None = None
     auth_error: AuthError | None = None
@@ -3099,6 +3103,7 @@ class Executor:
 
     def fail(self, text: str) -> None:
         self.tally.failed += 1
+        self.tally.failed_what.append(text.split(": ", 1)[0])
         self.out.action("!", "failed " + text, always=True)
         self.log.write("failed " + text)
 
@@ -3945,7 +3950,7 @@ class SyncRun:
                                   target.folder, ", ".join("%d %s" % (n, e) for e, n
                                                            in sorted(scan.skipped.items()))))
         plan_options = PlanOptions(self.options.force, self.options.max_delete,
-                                   self.options.verify)
+                                   self.options.verify, command_line(self.home))
         plan = plan_sync(targets, scans, state, {}, plan_options)
         # Missing credentials are decided before anything changes (exit 5, README "Exit codes").
         needs_network = bool(plan.requests or plan.needs_remote or any(
@@ -4017,7 +4022,8 @@ class SyncRun:
                                        identity=self.env.client_identity)
         if not credentials.usable:
             if stdin_is_terminal() and not self.options.dry_run:
-                answer = prompt("No Imgur authorization yet. Run `imgurbox.py auth` now? [Y/n] ")
+                answer = prompt("No Imgur authorization yet. Run `%s` now? [Y/n] "
+                                % auth_command(self.home))
                 if answer.strip().lower() in ("", "y", "yes"):
                     run_auth(self.home, self.out, self.log, self.env, take_lock=False)
                     credentials = Credentials.load(self.home, self.out,
@@ -4298,6 +4304,8 @@ class SyncRun:
     def report_plan_problems(self, plan: Plan) -> None:
         for folder, message in plan.errors:
             self.tally.failed += 1
+            self.tally.failed_what.append("%s (%s)" % (
+                where_in(folder), message.split(":", 1)[0].split(" (", 1)[0]))
             self.out.error("%s: %s" % (folder, message))
         for held in plan.held:
             self.tally.held += len(held.actions)
@@ -4420,7 +4428,7 @@ class SyncRun:
             ("new album" if tally.counts["new albums"] == 1 else "new albums",
              tally.counts["new albums"])) if n]
         if tally.failed:
-            parts.append("%d failed" % tally.failed)
+            parts.append("%d failed%s" % (tally.failed, _failed_text(tally)))
         if tally.held:
             parts.append("%d held back" % tally.held)
         skipped = collections.Counter()
@@ -4450,6 +4458,15 @@ class SyncRun:
         self.log.write("%s %s: %s" % ("dry-run" if self.options.dry_run else "sync",
                                       "ok" if code == EXIT_OK else "exit %d" % code, text))
         return code
+
+
+def _failed_text(tally: Tally) -> str:
+    """What failed, for the summary: ": Garden (unavailable), Cats/a.jpg and 2 more"."""
+    named = tally.failed_what[:3]
+    if not named:
+        return ""
+    more = tally.failed - len(named)
+    return ": %s%s" % (", ".join(named), " and %d more" % more if more > 0 else "")
 
 
 def is_home_file_name(name: str) -> bool:
@@ -4648,7 +4665,7 @@ def run_status(home: str, out: Output) -> int:
     _, parsed = read_albums(home, state, out)
     scans = scan_listed_folders(parsed, state, False, Output(-1, None, no_color=True))
     targets = settle_checked(parsed, state, scans)
-    plan = plan_sync(targets, scans, state, {}, PlanOptions())
+    plan = plan_sync(targets, scans, state, {}, PlanOptions(command=command_line(home)))
     last_ok = last_successful_run(home)
     for target in targets:
         out.show(*_status_of_folder(target, state, scans.get(target.folder), plan, last_ok))
@@ -4842,7 +4859,7 @@ class _Parser(argparse.ArgumentParser):
         if choice:
             message = "unknown command %r (commands: sync, auth, status; folders go in " \
                       "albums.txt)" % choice.group(1)
-        raise UsageError("%s (see `imgurbox.py --help`)" % message)
+        raise UsageError("%s (see `%s`)" % (message, help_command()))
 
 
 SYNC_ONLY_OPTIONS = ("dry_run", "verify", "rehash", "max_delete", "force", "jobs")
@@ -4853,8 +4870,8 @@ def parse_args(argv: list) -> argparse.Namespace:
     if args.command in ("auth", "status"):
         given = [name for name in SYNC_ONLY_OPTIONS if hasattr(args, name)]
         if given:
-            raise UsageError("--%s is an option of sync, not of %s (see `imgurbox.py --help`)"
-                             % (given[0].replace("_", "-"), args.command))
+            raise UsageError("--%s is an option of sync, not of %s (see `%s`)"
+                             % (given[0].replace("_", "-"), args.command, help_command()))
     defaults = dict(home=None, verbose=False, quiet=False, dry_run=False, verify=False,
                     rehash=False, max_delete=None, force=False, jobs=4)
     for key, value in defaults.items():
@@ -4864,11 +4881,30 @@ def parse_args(argv: list) -> argparse.Namespace:
     return args
 
 
+def command_line(home: str, *args: str) -> str:
+    """A command that runs this very imgurbox on this home, for a hint to paste into a
+    shell or a scheduler: the interpreter running now (a virtual environment's, say),
+    the script's absolute path, `--home` unless the home is the script's folder, each
+    word quoted as this platform's shell needs."""
+    script = os.path.abspath(__file__)
+    words = [sys.executable or ("py" if IS_WINDOWS else "python3"), script]
+    if folder_key(home) != folder_key(os.path.dirname(script)):
+        words += ["--home", home]
+    words += args
+    if IS_WINDOWS:
+        import subprocess
+        return subprocess.list2cmdline(words)
+    import shlex
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def help_command() -> str:
+    return command_line(os.path.dirname(os.path.abspath(__file__)), "--help")
+
+
 def auth_command(home: str) -> str:
     """The command that authorizes this very home, for messages."""
-    script_folder = os.path.dirname(os.path.abspath(__file__))
-    named = folder_key(home) != folder_key(script_folder)
-    return "python3 imgurbox.py%s auth" % (' --home "%s"' % home if named else "")
+    return command_line(home, "auth")
 
 
 def require_writable(home: str) -> None:

@@ -12,7 +12,11 @@ import os
 import pty
 import re
 import select
+import shlex
+import shutil
 import struct
+import subprocess
+import sys
 import termios
 import time
 from typing import NamedTuple
@@ -20,7 +24,7 @@ from typing import NamedTuple
 import pytest
 
 from imagefiles import jpeg
-from conftest import REPO
+from conftest import IMGURBOX, REPO, Home
 from mirror_check import done_uploads
 
 class Result(NamedTuple):
@@ -793,3 +797,65 @@ def test_dry_run_counts_credits_in_the_right_number(home, fake):
     assert re.search(r"\): 1 request, 1 credit$", dry.stdout, re.M), dry.stdout
     assert "plan: 1 request, 1 credit" in dry.stdout, dry.stdout
     assert "1 credits" not in dry.stdout and "1 requests" not in dry.stdout, dry.stdout
+
+
+# --------------------------------------------------------------------------- hints and intents
+
+def test_exit_5_hint_is_the_command_to_paste_and_it_works(tmp_path, fake):
+    """The interpreter running (a venv's), the script's absolute path, --home for a home
+    that is not the script's folder, quoted for the shell: pasted as shown, it works."""
+    home = Home(tmp_path / "my home", tmp_path / "photos", fake)
+    folder = home.folder("Trip", {"a.jpg": jpeg(1)})
+    home.write_albums(f"{folder}\n")
+    result = home.run("sync")
+    assert result.code == 5, result
+    expected = shlex.join([sys.executable, str(IMGURBOX), "--home", str(home.path), "auth"])
+    assert f"`{expected}`" in result.stderr, result.stderr
+    tokens = fake.issue_tokens()
+    pasted = subprocess.run(["sh", "-c", expected], capture_output=True, text=True,
+                            env=home.env({"IMGUR_CLIENT_ID": "test-client-id",
+                                          "IMGUR_CLIENT_SECRET": "test-client-secret",
+                                          "IMGUR_REFRESH_TOKEN": tokens["refresh_token"]}),
+                            stdin=subprocess.DEVNULL, cwd="/")
+    assert pasted.returncode == 0, pasted
+    assert "Authorized as alice" in pasted.stdout
+    assert home.run("sync").code == 0
+
+
+def test_a_bad_flag_points_at_help_that_can_be_pasted(home, fake):
+    result = piped(home, "--bogus")
+    assert result.code == 2
+    assert f"`{shlex.join([sys.executable, str(IMGURBOX), '--help'])}`" in result.stderr
+
+
+def test_deleted_folder_offers_each_intent_and_the_summary_names_it(home, fake):
+    home.write_credentials()
+    cats = home.folder("Cats", {"c.jpg": jpeg(1)})
+    garden = home.folder("Garden", {"g.jpg": jpeg(2)})
+    home.write_albums(f"{cats}\n{garden}\n")
+    assert piped(home, "sync").code == 0
+    shutil.rmtree(garden)
+    result = piped(home, "sync")
+    assert result.code == 1, result
+    assert "If you deleted it on purpose, remove line 2 of albums.txt to stop syncing it " \
+           "(its album stays on Imgur)" in result.stderr, result.stderr
+    assert "reconnect the drive" in result.stderr and "new path on line 2" in result.stderr
+    assert "1 failed: Garden (unavailable)" in summary_line(result.stdout), result.stdout
+
+
+def test_delete_guard_hint_is_a_command_to_paste(home, fake):
+    home.write_credentials()
+    folder = home.folder("Trip", {f"p{i}.jpg": jpeg(i) for i in range(4)})
+    home.write_albums(f"{folder}\n")
+    assert piped(home, "sync").code == 0
+    for i in range(3):
+        (folder / f"p{i}.jpg").unlink()
+    result = piped(home, "sync")
+    assert result.code == 1, result
+    command = shlex.join([sys.executable, str(IMGURBOX), "--home", str(home.path),
+                          "--max-delete", "3"])
+    assert f"`{command}`" in result.stderr, result.stderr
+    pasted = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                            env=home.env(), stdin=subprocess.DEVNULL)
+    assert pasted.returncode == 0, pasted
+    assert pasted.stdout.count("- delete Trip/") == 3, pasted.stdout
