@@ -119,6 +119,7 @@ MAX_JOBS = 16                        # parallel uploads: more only invites 429s
 RATE_RESTORE_MARGIN = 300
 RATE_WINDOW_TOLERANCE = 60          # seconds: reset times this close are one window
 USER_CREDITS_FLOOR = 10              # no upload starts below this
+UPLOADS_PER_HOUR = 50                # what Imgur's hourly user budget allows in practice
 CLIENT_CREDITS_RESERVE = 0.10        # keep 10 % of the application's daily credits
 PENDING_CLOCK_SLACK = 120            # seconds: remote clocks and our clock disagree
 ADOPT_CLOCK_TOLERANCE = 5            # seconds: a file newer than the image adopted for it
@@ -3921,6 +3922,7 @@ class SyncRun:
         self.started = time.monotonic()
         self.api = None
         self._download_folders = {}             # album ID -> folder chosen this run
+        self.planned_uploads = 0                # for the time left at the hourly limit
         self.unsettled = set()                  # (album ID, name): pending check failed
 
     def run(self) -> int:
@@ -3977,6 +3979,7 @@ class SyncRun:
                                 and getattr(a, "source", None) not in held_albums]
                 self.clear_completed_downloads(state, remote, plan)
             self.report_plan_problems(plan)
+            self.planned_uploads = sum(isinstance(a, Upload) for a in plan.actions)
             if self.options.dry_run:
                 print_plan(plan, state, self.out)
                 return EXIT_OK
@@ -4444,9 +4447,11 @@ class SyncRun:
             text += "; %d credits left" % rate.user_remaining
         if tally.rate_limit:
             reset = tally.rate_limit.reset_at
+            left = self.planned_uploads - tally.counts["uploaded"] - tally.counts["replaced"]
             self.out.error("%s. Stopped early; the next run resumes%s" % (
                 tally.rate_limit, " after %s" % dt.datetime.fromtimestamp(reset).astimezone()
-                .isoformat(timespec="minutes") if reset else ""))
+                .isoformat(timespec="minutes") if reset else ""),
+                *([hours_at_the_limit(left, left=True)] if left > 0 else []))
         if tally.stopped:
             self.out.error(str(tally.stopped))
         if tally.auth_error:
@@ -4510,6 +4515,20 @@ def print_plan(plan: Plan, state: StateStore, out: Output) -> None:
                     for line in action.lines(where):
                         out.action("!", "held: " + line)
     out.info("plan: %s, %s" % (_count(plan.requests, "request"), _count(plan.credits, "credit")))
+    uploads = sum(isinstance(a, Upload) for a in plan.actions)
+    if uploads > UPLOADS_PER_HOUR:
+        out.info(hours_at_the_limit(uploads))
+
+
+def hours_at_the_limit(uploads: int, left: bool = False) -> str:
+    """How long Imgur's hourly limit makes a big sync take (README, "Imgur limits")."""
+    hours = -(-uploads // UPLOADS_PER_HOUR)
+    return "%s %s%s: about %s at Imgur's ~%d uploads an hour; schedule hourly runs " \
+           "(README, Scheduling)" % ("{:,}".format(uploads),
+                                     "upload" if uploads == 1 else "uploads",
+                                     " left" if left else "",
+                                     "1 hour" if hours == 1 else "{:,} hours".format(hours),
+                                     UPLOADS_PER_HOUR)
 
 
 class NoAnswer(AuthError):

@@ -859,3 +859,29 @@ def test_delete_guard_hint_is_a_command_to_paste(home, fake):
                             env=home.env(), stdin=subprocess.DEVNULL)
     assert pasted.returncode == 0, pasted
     assert pasted.stdout.count("- delete Trip/") == 3, pasted.stdout
+
+
+# --------------------------------------------------------------------------- the hourly limit
+
+def test_a_big_first_sync_says_how_long_the_hourly_limit_makes_it(home, fake):
+    fake.user_limit = 500                              # Imgur's: about 50 uploads an hour
+    home.write_credentials()
+    folder = home.folder("Big", {f"p{i:03}.jpg": jpeg(i) for i in range(120)})
+    home.write_albums(f"{folder}\n")
+    dry = piped(home, "--dry-run")
+    assert dry.code == 0, dry
+    assert "120 uploads: about 3 hours at Imgur's ~50 uploads an hour; schedule hourly " \
+           "runs" in dry.stdout, dry.stdout
+    real = piped(home, "sync", "--jobs", "1")
+    assert real.code == 4, real
+    uploaded = count_in(summary_line(real.stdout), "uploaded")
+    assert 40 <= uploaded < 50 and uploaded == len(done_uploads(fake)), real
+    left = 120 - uploaded
+    assert f"{left} uploads left: about 2 hours at Imgur's ~50 uploads an hour; " \
+           "schedule hourly runs" in real.stderr, real.stderr
+
+
+def test_a_small_sync_gives_no_hours(home, fake):
+    new_home(home, files=3)
+    dry = piped(home, "--dry-run")
+    assert dry.code == 0 and "uploads an hour" not in dry.stdout, dry
