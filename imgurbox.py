@@ -4678,20 +4678,30 @@ def _obtain_tokens(api: Api, credentials: Credentials, refresh_token: str | None
         out.error(answer["error"])
 
 
-def run_status(home: str, out: Output) -> int:
-    """`status`: per folder, what is synced and what waits; no lock, request or write."""
+def run_status(home: str, out: Output, as_json: bool = False) -> int:
+    """`status`: per folder, what is synced and what waits; no lock, request or write.
+    With as_json, the same as one JSON document (README, "status --json": its keys)."""
     state = StateStore.load(home, writable=False)
     _, parsed = read_albums(home, state, out)
     scans = scan_listed_folders(parsed, state, False, Output(-1, None, no_color=True))
     targets = settle_checked(parsed, state, scans)
     plan = plan_sync(targets, scans, state, {}, PlanOptions(command=command_line(home)))
     last_ok = last_successful_run(home)
-    for target in targets:
-        out.show(*_status_of_folder(target, state, scans.get(target.folder), plan, last_ok))
+    now = time.time()
+    folders = [_folder_status(target, state, scans.get(target.folder), plan, last_ok, now)
+               for target in targets]
+    if as_json:
+        document = {"imgurbox": VERSION, "home": home, "folders": folders,
+                    "pending_operations": len(state.pending)}
+        # ASCII only: every name's control and non-ASCII characters as JSON's \uXXXX.
+        out.show(*json.dumps(_json_safe(document), indent=2, ensure_ascii=True).split("\n"))
+        return EXIT_OK
+    for status in folders:
+        out.show(*_status_lines(status))
     if state.pending:
         out.show("%s not yet confirmed by Imgur (from an interrupted run, or one running now): "
-              "the next sync checks %s" % (_count(len(state.pending), "operation"),
-                                           "it" if len(state.pending) == 1 else "them"))
+                 "the next sync checks %s" % (_count(len(state.pending), "operation"),
+                                              "it" if len(state.pending) == 1 else "them"))
     return EXIT_OK
 
 
@@ -4699,44 +4709,104 @@ def _count(number: int, noun: str) -> str:
     return "%d %s%s" % (number, noun, "" if number == 1 else "s")
 
 
-def _status_of_folder(target: Target, state: StateStore, scan, plan: Plan, last_ok) -> list:
-    """The lines `status` prints for one albums.txt line."""
+def _folder_status(target: Target, state: StateStore, scan, plan: Plan, last_ok,
+                   now: float) -> dict:
+    """What `status` says of one albums.txt line; its keys are those of --json."""
     album = state.albums.get(target.album_id or "")
-    link = ALBUM_URL.format(target.album_id) if target.album_id else "(new album)"
-    lines = ["%s  %s" % (target.folder or target.line.text, link)]
-    if target.mode == "download":
-        return lines + ["  to do: download the album into a new folder"]
-    lines.append("  synced: %s%s" % (_count(len(album.files) if album else 0, "file"),
-                                     "  (download-only)" if album and album.download_only
-                                     else ""))
     todo = collections.Counter()
     for action in plan.actions:
         moved_out = isinstance(action, Move) and target.album_id is not None \
             and action.source == target.album_id
         if action.album == target.key or moved_out:
             todo[action.noun] += len(action.items) if isinstance(action, Move) else 1
-    held = [h.reason for h in plan.held if h.album == target.key]
     errors = [message for folder, message in plan.errors if folder == target.folder]
-    refused = [name for folder, name in plan.refused if folder == target.folder]
-    waiting = ", ".join(_count(n, noun) for noun, n in sorted(todo.items()))
-    lines.append("  to do: %s" % (waiting or ("nothing that can run now (see below)"
-                                              if held or errors else "nothing")))
-    lines += ["  held back: %s" % reason for reason in held]
-    lines += ["  %s" % message for message in errors]
-    lines += ["  refused by Imgur: %s (tried again once it changes)" % name for name in refused]
-    if scan is not None:
-        lines += ["  cannot read: %s (%s)" % (name, reason) for name, reason in scan.unreadable]
-        if scan.skipped:
-            lines.append("  skipped: %s" % ", ".join(
-                "%d %s" % (n, e) for e, n in sorted(scan.skipped.items())))
-        lines += ["    %s" % name for name in scan.skipped_names]
+    last = None
     if album is not None:
         trusted_ok = None if (album.last_error or errors) else last_ok
-        last = max(filter(None, [album.last_sync, trusted_ok]), default=None)
-        lines.append("  last sync: %s" % (last or "never"))
-        if album.last_error:
-            lines.append("  last error: %s" % album.last_error)
+        stamps = [_parse_time(t) for t in (album.last_sync, trusted_ok)]
+        last = max(filter(None, stamps), default=None)
+    return {
+        "line": target.line.number,
+        "folder": target.folder or None,
+        "album": target.album_id,
+        "album_url": ALBUM_URL.format(target.album_id) if target.album_id else None,
+        "mode": target.mode,
+        "download_only": bool(album and album.download_only),
+        "synced_files": len(album.files) if album else 0,
+        "to_do": dict(sorted(todo.items())),
+        "held_back": [h.reason for h in plan.held if h.album == target.key],
+        "errors": errors,
+        "refused": [name for folder, name in plan.refused if folder == target.folder],
+        "unreadable": [{"name": name, "reason": reason}
+                       for name, reason in (scan.unreadable if scan else [])],
+        "skipped": dict(sorted(scan.skipped.items())) if scan else {},
+        "skipped_names": list(scan.skipped_names) if scan else [],
+        "last_sync": last.isoformat(timespec="seconds") if last else None,
+        "last_sync_seconds_ago": max(0, int(now - last.timestamp())) if last else None,
+        "last_error": album.last_error if album else None,
+    }
+
+
+def _status_lines(status: dict) -> list:
+    """The lines `status` prints for one albums.txt line."""
+    lines = ["%s  %s" % (status["folder"] or "line %d" % status["line"],
+                         status["album_url"] or "(new album)")]
+    if status["mode"] == "download":
+        return lines + ["  to do: download the album into a new folder"]
+    lines.append("  synced: %s%s" % (_count(status["synced_files"], "file"),
+                                     "  (download-only)" if status["download_only"] else ""))
+    waiting = ", ".join(_count(n, noun) for noun, n in status["to_do"].items())
+    lines.append("  to do: %s" % (waiting or ("nothing that can run now (see below)"
+                                              if status["held_back"] or status["errors"]
+                                              else "nothing")))
+    lines += ["  held back: %s" % reason for reason in status["held_back"]]
+    lines += ["  %s" % message for message in status["errors"]]
+    lines += ["  refused by Imgur: %s (tried again once it changes)" % name
+              for name in status["refused"]]
+    lines += ["  cannot read: %(name)s (%(reason)s)" % u for u in status["unreadable"]]
+    if status["skipped"]:
+        lines.append("  skipped: %s" % ", ".join(
+            "%d %s" % (n, e) for e, n in status["skipped"].items()))
+    lines += ["    %s" % name for name in status["skipped_names"]]
+    if status["album"] is not None:
+        if status["last_sync"]:
+            when = dt.datetime.fromisoformat(status["last_sync"])
+            lines.append("  last sync: %s (%s)" % (when.strftime("%Y-%m-%d %H:%M"),
+                                                  _ago(status["last_sync_seconds_ago"])))
+        else:
+            lines.append("  last sync: never")
+        if status["last_error"]:
+            lines.append("  last error: %s" % status["last_error"])
     return lines
+
+
+def _parse_time(text: str | None):
+    """A timestamp imgurbox wrote (state.json, log.txt), in local time; None if none."""
+    if not text:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text).astimezone()
+    except (ValueError, TypeError, OverflowError):
+        return None
+
+
+def _ago(seconds: int) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            return "%s ago" % _count(seconds // size, unit)
+    return "just now"
+
+
+def _json_safe(value):
+    """A name that is not UTF-8 as its printable form (\\xNN), so that the document
+    is valid UTF-8 JSON; everything else as it is."""
+    if isinstance(value, str):
+        return printable(value) if re.search("[\ud800-\udfff]", value) else value
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def last_successful_run(home: str) -> str | None:
@@ -4845,10 +4915,13 @@ def build_parser() -> argparse.ArgumentParser:
                                "  read -rs IMGUR_REFRESH_TOKEN && export IMGUR_REFRESH_TOKEN\n"
                                "  python3 imgurbox.py auth",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands.add_parser("status", parents=[common], help="show what is synced; no network",
-                        description="Per folder: album, synced files, pending changes, "
-                                    "skipped files, last sync and error.",
-                        epilog="example: python3 imgurbox.py status")
+    status = commands.add_parser(
+        "status", parents=[common], help="show what is synced; no network",
+        description="Per folder: album, synced files, pending changes, skipped files, "
+                    "last sync and error.",
+        epilog="example: python3 imgurbox.py status --json")
+    status.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print it as one JSON document (keys: README, status --json)")
     return parser
 
 
@@ -4891,8 +4964,8 @@ def parse_args(argv: list) -> argparse.Namespace:
         if given:
             raise UsageError("--%s is an option of sync, not of %s (see `%s`)"
                              % (given[0].replace("_", "-"), args.command, help_command()))
-    defaults = dict(home=None, verbose=False, quiet=False, dry_run=False, verify=False,
-                    rehash=False, max_delete=None, force=False, jobs=4)
+    defaults = dict(home=None, verbose=False, quiet=False, json=False, dry_run=False,
+                    verify=False, rehash=False, max_delete=None, force=False, jobs=4)
     for key, value in defaults.items():
         if not hasattr(args, key):
             setattr(args, key, value)
@@ -5014,7 +5087,7 @@ def main(argv: list | None = None) -> int:
         if hasattr(signal, "SIGTERM"):
             signal.signal(signal.SIGTERM, _on_sigterm)
         if args.command == "status":
-            return run_status(home, out)
+            return run_status(home, out, as_json=args.json)
         if args.command == "auth":
             require_writable(home)
             return run_auth(home, out, log, env)

@@ -8,6 +8,7 @@ pty, stderr on another, so the two streams stay apart) or piped, against the fak
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import re
@@ -885,3 +886,69 @@ def test_a_small_sync_gives_no_hours(home, fake):
     new_home(home, files=3)
     dry = piped(home, "--dry-run")
     assert dry.code == 0 and "uploads an hour" not in dry.stdout, dry
+
+
+# --------------------------------------------------------------------------- status: time, --json
+
+STATUS_KEYS = {"line", "folder", "album", "album_url", "mode", "download_only", "synced_files",
+               "to_do", "held_back", "errors", "refused", "unreadable", "skipped",
+               "skipped_names", "last_sync", "last_sync_seconds_ago", "last_error"}
+
+
+def status_json(home, fake, env=None) -> dict:
+    fake.reset_requests()
+    before = snapshot(home.path, home.photos)
+    result = piped(home, "status", "--json", env=env)
+    assert result.code == 0, result
+    assert fake.requests == [] and snapshot(home.path, home.photos) == before
+    assert result.stdout.isascii(), result.stdout
+    return json.loads(result.stdout)                     # one document, nothing else
+
+
+def test_status_shows_local_time_and_how_long_ago(home, fake):
+    import datetime as dt
+    new_home(home, files=2)
+    assert piped(home, "sync").code == 0
+    three_hours_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=3, minutes=5)
+    state = json.loads((home.path / "state.json").read_text(encoding="utf-8"))
+    for album in state["albums"].values():
+        album["last_sync"] = three_hours_ago.isoformat(timespec="seconds")
+    (home.path / "state.json").write_text(json.dumps(state), encoding="utf-8")
+    (home.path / "log.txt").unlink()                     # its "sync ok" line is newer
+    tokyo = {"TZ": "Asia/Tokyo"}
+    shown = piped(home, "status", env=tokyo)
+    assert shown.code == 0, shown
+    local = three_hours_ago.astimezone(dt.timezone(dt.timedelta(hours=9)))
+    assert f"  last sync: {local:%Y-%m-%d %H:%M} (3 hours ago)" in shown.stdout, shown.stdout
+    document = status_json(home, fake, env=tokyo)
+    folder = document["folders"][0]
+    assert folder["last_sync"] == local.isoformat(timespec="seconds"), folder
+    assert folder["last_sync"].endswith("+09:00")
+    assert 3 * 3600 + 5 * 60 <= folder["last_sync_seconds_ago"] < 3 * 3600 + 10 * 60
+
+
+def test_status_json_has_the_documented_keys(home, fake):
+    folder = new_home(home, files=3)
+    before = status_json(home, fake)
+    assert set(before) == {"imgurbox", "home", "folders", "pending_operations"}
+    assert before["home"] == str(home.path) and before["pending_operations"] == 0
+    [entry] = before["folders"]
+    assert set(entry) == STATUS_KEYS, set(entry) ^ STATUS_KEYS
+    assert entry["folder"] == str(folder) and entry["album"] is None and entry["line"] == 1
+    assert entry["to_do"] == {"new album": 1, "upload": 3}, entry
+    assert entry["skipped"] == {".heic": 1} and entry["skipped_names"] == ["IMG_0001.HEIC"]
+    assert entry["last_sync"] is None and entry["synced_files"] == 0
+
+    assert piped(home, "sync").code == 0
+    (folder / "p0.jpg").unlink()
+    (folder / f"odd\x1b]52;c;eA==\x07\u202e.txt").write_bytes(b"x")
+    after = status_json(home, fake)
+    [entry] = after["folders"]
+    assert entry["album_url"] == f"https://imgur.com/a/{entry['album']}"
+    assert entry["synced_files"] == 3 and entry["to_do"] == {"deletion": 1}, entry
+    assert f"odd\x1b]52;c;eA==\x07\u202e.txt" in entry["skipped_names"], entry
+    assert entry["last_sync"] and entry["last_sync_seconds_ago"] < 600
+    # The README documents every key.
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for key in STATUS_KEYS | set(after):
+        assert f"`{key}`" in readme, key
