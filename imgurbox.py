@@ -3951,6 +3951,9 @@ class SyncRun:
                               "stay empty; convert them to JPEG to sync them" % (
                                   target.folder, ", ".join("%d %s" % (n, e) for e, n
                                                            in sorted(scan.skipped.items()))))
+            elif target.mode == "create" and scan is not None and not scan.error \
+                    and not scan.files and not scan.unreadable:
+                self.out.warn("%s holds no photo yet: its album starts empty" % target.folder)
         plan_options = PlanOptions(self.options.force, self.options.max_delete,
                                    self.options.verify, command_line(self.home))
         plan = plan_sync(targets, scans, state, {}, plan_options)

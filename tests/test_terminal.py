@@ -952,3 +952,12 @@ def test_status_json_has_the_documented_keys(home, fake):
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     for key in STATUS_KEYS | set(after):
         assert f"`{key}`" in readme, key
+
+
+def test_an_empty_new_folder_is_said_to_start_an_empty_album(home, fake):
+    home.write_credentials()
+    folder = home.folder("Empty")
+    home.write_albums(f"{folder}\n")
+    result = piped(home, "--dry-run")
+    assert result.code == 0, result
+    assert f"warning: {folder} holds no photo yet: its album starts empty" in result.stderr
