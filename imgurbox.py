@@ -3963,7 +3963,12 @@ class SyncRun:
             a.privacy_unverified and a.listed for a in state.albums.values()))
         if state.restored:
             state.begin_restore()
-        client = self.connect(state) if needs_network else None
+        client = self.connect(state, plan) if needs_network else None
+        if needs_network and client is None:    # declined after an offered `auth`
+            self.out.info("nothing was changed; see every action first with `%s`, then "
+                          "run `%s`" % (command_line(self.home, "--dry-run"),
+                                        command_line(self.home)))
+            return EXIT_OK
         try:
             held_albums = set()
             if client is not None:
@@ -4022,7 +4027,9 @@ class SyncRun:
 
     # -- the network side ----------------------------------------------------------
 
-    def connect(self, state: StateStore):
+    def connect(self, state: StateStore, plan: Plan):
+        """A client with usable credentials; None when the user, asked at a terminal
+        after the `auth` this run offered, chose not to go on."""
         # --dry-run changes nothing, not even a file's mode: it only warns.
         credentials = Credentials.load(self.home, self.out, fix_mode=not self.options.dry_run,
                                        identity=self.env.client_identity)
@@ -4034,6 +4041,8 @@ class SyncRun:
                     run_auth(self.home, self.out, self.log, self.env, take_lock=False)
                     credentials = Credentials.load(self.home, self.out,
                                                    identity=self.env.client_identity)
+                    if credentials.usable and not self.go_on_after_auth(plan, state):
+                        return None
             if not credentials.usable:
                 raise AuthError("imgurbox is not authorized yet: run `%s` (nothing was "
                                 "changed)" % auth_command(self.home))
@@ -4044,6 +4053,25 @@ class SyncRun:
         else:
             self.api.before_first_write = state.begin_writing
         return make_client(self.api)
+
+    def go_on_after_auth(self, plan: Plan, state: StateStore) -> bool:
+        """After the `auth` a first run offered (at a terminal, so someone is there):
+        what the sync would do, and whether to do it now (README, "Getting started")."""
+        uploads = sum(isinstance(a, Upload) for a in plan.actions)
+        albums = sum(isinstance(a, CreateAlbum) for a in plan.actions)
+        summary = "This sync would upload %s into %s: %s" % (
+            _count(uploads, "file"), _count(albums, "new album"),
+            _count(plan.credits, "credit"))
+        if uploads > UPLOADS_PER_HOUR:
+            summary += "; " + hours_at_the_limit(uploads)
+        self.out.show(summary + ".")
+        while True:
+            answer = prompt("Sync now? [Y/n, or d to see every action first] ")
+            answer = answer.strip().lower()
+            if answer in ("d", "dry-run"):
+                print_plan(plan, state, self.out)
+                continue
+            return answer in ("", "y", "yes")
 
     def adopt_restored_uploads(self, client, state: StateStore, plan: Plan) -> None:
         """A state restored from state.json.bak (or lost) does not know what the runs
