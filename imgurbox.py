@@ -44,8 +44,8 @@ import unicodedata
 import urllib.parse
 from typing import Callable, NamedTuple
 
-# Heavy imports (requests, imgurpython, requests_toolbelt, tqdm) happen only when a run
-# needs the network or a terminal: a no-op run from cron should cost a directory walk.
+# Heavy imports (requests, imgurpython, requests_toolbelt) happen only when a run
+# needs the network: a no-op run from cron should cost a directory walk.
 
 ###############################################################################
 # Constants
@@ -140,6 +140,7 @@ RATE_WINDOW_TOLERANCE = 60          # seconds: reset times this close are one wi
 # clocks that disagree and for rounding.
 RATE_RESET_MAX_AHEAD = 24 * 3600 + RATE_WINDOW_TOLERANCE
 USER_CREDITS_FLOOR = 10              # no upload starts below this
+UPLOADS_PER_HOUR = 50                # what Imgur's hourly user budget allows in practice
 CLIENT_CREDITS_RESERVE = 0.10        # keep 10 % of the application's daily credits
 PENDING_CLOCK_SLACK = 120            # seconds: remote clocks and our clock disagree
 ADOPT_CLOCK_TOLERANCE = 5            # seconds: a file newer than the image adopted for it
@@ -173,10 +174,25 @@ class ImgurboxError(Exception):
     """A failure with a message for the user and the exit code it means."""
     exit_code = EXIT_FAILED
 
+    def lines(self) -> tuple:
+        """The message as lines to print, each escaped on its own (Output.error)."""
+        return (str(self),)
+
 
 class UsageError(ImgurboxError):
-    """Bad command line or bad file: nothing was changed."""
+    """Bad command line or bad file: nothing was changed. `details`: lines that follow
+    the message (one per bad albums.txt line)."""
     exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, details=()):
+        super().__init__(message)
+        self.details = tuple(details)
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    def lines(self) -> tuple:
+        return (str(self.args[0]),) + self.details
 
 
 class CredentialsDamaged(UsageError):
@@ -406,6 +422,19 @@ class FolderScan:
     rehashed: int = 0
     trusted: int = 0                   # files whose stat data matched the state
     leftovers: list = dataclasses.field(default_factory=list)   # paths of stale downloads
+    to_read: list = dataclasses.field(default_factory=list)     # ToRead, not hashed yet
+    read: list = dataclasses.field(default_factory=list)        # (name, why), hashed
+
+
+class ToRead(NamedTuple):
+    """A file the scan must read (hash) before the plan, and why (README, `-v`)."""
+    name: str
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    extension: str
+    why: str
 
 
 @dataclasses.dataclass
@@ -450,9 +479,17 @@ class Target:
 # Actions: what the planner asks the executor to do. An action class is the one place
 # that says everything about its kind: where it runs in a plan (`order`), what it costs
 # in requests and credits (for --dry-run and the delete guard), how the plan and
-# `status` name it (`symbol`, `verb`, `noun`, `label()`); Executor.do_<class name>
-# carries it out (uploads, which run in parallel, Executor.run_uploads). A new kind of
-# action is a class here and its do_ method.
+# `status` name it (`symbol`, `verb`, `noun`, `label()`, and `lines()`: the --dry-run
+# lines, in the form the real run prints); Executor.do_<class name> carries it out
+# (uploads, which run in parallel, Executor.run_uploads). A new kind of action is a
+# class here and its do_ method.
+#
+# `where(album key, name)` names a file as every action line does: its folder's last
+# part, a slash, its name ("Cats/felix.jpg"); without a name, the folder alone.
+
+DOWNLOAD_ONLY_NOTE = " (download-only: another account's)"
+REPAIRED_NOTE = " (was missing on Imgur)"
+
 
 @dataclasses.dataclass
 class Action:
@@ -465,9 +502,13 @@ class Action:
     noun = ""                          # status's word: "2 uploads"
 
     def label(self) -> str:
-        """What the plan prints after the verb."""
+        """The file's name, or what else names this action."""
         file = getattr(self, "file", None)
         return file.name if file is not None else getattr(self, "name", "")
+
+    def lines(self, where: Callable[[str, str], str]) -> list:
+        """What --dry-run prints after the symbol: the real run's line for it."""
+        return ["%s %s" % (self.verb, where(self.album, self.label()))]
 
 
 @dataclasses.dataclass
@@ -484,6 +525,10 @@ class LinkAlbum(Action):
     def label(self) -> str:
         return self.title or self.folder
 
+    def lines(self, where) -> list:
+        return ["album %s %s%s" % (where(self.album, ""), ALBUM_URL.format(self.album),
+                                   DOWNLOAD_ONLY_NOTE if self.download_only else "")]
+
 
 @dataclasses.dataclass
 class CreateAlbum(Action):
@@ -497,6 +542,9 @@ class CreateAlbum(Action):
     def label(self) -> str:
         return self.title or self.folder
 
+    def lines(self, where) -> list:
+        return ["album %s (new album)" % self.label()]
+
 
 @dataclasses.dataclass
 class RetitleAlbum(Action):
@@ -506,6 +554,9 @@ class RetitleAlbum(Action):
 
     def label(self) -> str:
         return self.title
+
+    def lines(self, where) -> list:
+        return ["retitle album %s as %s" % (ALBUM_URL.format(self.album), self.title)]
 
 
 @dataclasses.dataclass
@@ -521,6 +572,10 @@ class Upload(Action):
         if self.replaces:
             self.requests, self.credits = 2, UPLOAD_CREDITS + CALL_CREDITS
             self.symbol, self.verb, self.noun = "~", "replace", "replacement"
+
+    def lines(self, where) -> list:
+        return ["%s %s%s" % (self.verb, where(self.album, self.file.name),
+                             REPAIRED_NOTE if self.repair else "")]
 
 
 @dataclasses.dataclass
@@ -543,6 +598,10 @@ class Move(Action):
     def label(self) -> str:
         return ", ".join("%s -> %s" % (i.old_name, i.file.name) for i in self.items)
 
+    def lines(self, where) -> list:
+        return ["move %s -> %s" % (where(self.source, item.old_name),
+                                   where(self.album, item.file.name)) for item in self.items]
+
 
 @dataclasses.dataclass
 class Rename(Action):
@@ -555,6 +614,10 @@ class Rename(Action):
 
     def label(self) -> str:
         return "%s -> %s" % (self.old_name, self.file.name)
+
+    def lines(self, where) -> list:
+        return ["rename %s -> %s" % (where(self.album, self.old_name),
+                                     where(self.album, self.file.name))]
 
 
 @dataclasses.dataclass
@@ -575,6 +638,9 @@ class PurgeReplaced(Action):
     def label(self) -> str:
         return self.image_id
 
+    def lines(self, where) -> list:
+        return ["delete old version %s (image %s)" % (where(self.album, ""), self.image_id)]
+
 
 @dataclasses.dataclass
 class Adopt(Action):
@@ -583,7 +649,10 @@ class Adopt(Action):
     image_id: str = ""
     order = 3
     requests = credits = 0
-    symbol, verb, noun = "=", "link", "link"
+    symbol, verb, noun = "@", "adopt", "adoption"
+
+    def lines(self, where) -> list:
+        return ["adopt %s as image %s" % (where(self.album, self.file.name), self.image_id)]
 
 
 @dataclasses.dataclass
@@ -597,6 +666,11 @@ class Download(Action):
     def label(self) -> str:
         return self.image.name or self.image.image_id
 
+    def lines(self, where) -> list:
+        # The name it is saved under; a name taken in the folder gets " (1)" then.
+        return ["download %s" % where(self.album, safe_file_name(
+            self.image.name, self.image.image_id, self.image.mime))]
+
 
 @dataclasses.dataclass
 class Repair(Action):
@@ -607,6 +681,10 @@ class Repair(Action):
     order = 7
     requests, credits = 2, 2 * CALL_CREDITS
     symbol, verb, noun = "+", "repair", "repair"
+
+    def lines(self, where) -> list:
+        # The real run re-adds the image, or uploads the file again if the image is gone.
+        return ["re-add or upload %s%s" % (where(self.album, self.name), REPAIRED_NOTE)]
 
 
 @dataclasses.dataclass
@@ -1591,11 +1669,13 @@ def _size_limit(extension: str) -> int:
 
 
 def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool = False,
-                on_hash: Callable[[], None] | None = None) -> FolderScan:
+                read_now: bool = True) -> FolderScan:
     """List a folder's eligible files (README, "Which files"), hashing only what may have changed.
 
     known: name -> FileRecord from the state; a file whose size, mtime_ns and inode
     match, and whose mtime is not within 2 s of the last scan, keeps its hash unread.
+    With read_now False the files to hash are left in `to_read` (read_files hashes
+    them), so that the hashing of every folder can show its total from the start.
     """
     scan = FolderScan(folder)
     try:
@@ -1668,22 +1748,43 @@ def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool =
                      and record.mtime_ns == st.st_mtime_ns and record.inode == st.st_ino)
         content = record.hash if same_stat else None
         if content is None or rehash_all or st.st_mtime_ns >= trust_before:
-            try:
-                content = content_hash(entry.path, extension)
-            except OSError as e:
-                scan.unreadable.append((name, e.strerror or str(e)))
-                scan.files[name] = ScannedFile(name, entry.path, st.st_size,
-                                               st.st_mtime_ns, st.st_ino, None)
-                continue
-            scan.rehashed += 1
-            if on_hash:
-                on_hash()
+            why = ("new" if record is None else "not read before" if not record.hash
+                   else "size changed" if record.size != st.st_size
+                   else "modified" if record.mtime_ns != st.st_mtime_ns
+                   else "inode changed" if record.inode != st.st_ino
+                   else "--rehash" if rehash_all else "modified near the last scan")
+            scan.to_read.append(ToRead(name, entry.path, st.st_size, st.st_mtime_ns,
+                                       st.st_ino, extension, why))
+            continue
         scan.files[name] = ScannedFile(name, entry.path, st.st_size, st.st_mtime_ns,
                                        st.st_ino, content)
     scan.trusted = trusted
+    if read_now:
+        read_files(scan, _NoProgress())
     scan.skipped_names.sort()
-    scan.unreadable.sort()
     return scan
+
+
+def read_files(scan: FolderScan, progress) -> None:
+    """Hash the files the scan left to read; one that cannot be read is listed as such."""
+    for file in scan.to_read:
+        shown = progress.item(os.path.join(os.path.basename(scan.folder), file.name),
+                              file.size)
+        try:
+            content = content_hash(file.path, file.extension)
+        except OSError as e:
+            scan.unreadable.append((file.name, e.strerror or str(e)))
+            content = None
+        else:
+            scan.rehashed += 1
+            scan.read.append((file.name, file.why))
+        finally:
+            shown.update(file.size)
+            shown.close()
+        scan.files[file.name] = ScannedFile(file.name, file.path, file.size, file.mtime_ns,
+                                            file.inode, content)
+    scan.to_read = []
+    scan.unreadable.sort()
 
 
 ###############################################################################
@@ -1778,6 +1879,7 @@ class PlanOptions:
     force: bool = False
     max_delete: int | None = None
     verify: bool = False
+    command: str = "imgurbox.py"       # how hints name this imgurbox (command_line())
 
 
 class _Vanished(NamedTuple):
@@ -1848,9 +1950,11 @@ def _available_targets(targets, scans, state, options, plan, remote) -> list:
         if scan is None or scan.error:
             reason = scan.error if scan else "not scanned"
             plan.errors.append((target.folder, "unavailable (%s): nothing deleted or "
-                                "uploaded for it this run. Reconnect its drive, or if the "
-                                "folder moved, put its new path on line %d of albums.txt"
-                                % (reason, target.line.number)))
+                                "uploaded for it this run. If you deleted it on purpose, "
+                                "remove line %d of albums.txt to stop syncing it (its album "
+                                "stays on Imgur); if it is on a drive, reconnect the drive; "
+                                "if the folder moved, put its new path on line %d"
+                                % (reason, target.line.number, target.line.number)))
             continue
         problem = _remote_problem(target, remote[target.album_id]) \
             if target.album_id in remote else None
@@ -1872,8 +1976,8 @@ def _available_targets(targets, scans, state, options, plan, remote) -> list:
             if not any(r.hash in moved_in for r in recorded.values()):
                 plan.errors.append((target.folder, "unavailable: the folder holds no "
                                     "photo while %d are synced (an unmounted drive?); "
-                                    "nothing deleted. Use --force if you emptied it on "
-                                    "purpose." % len(recorded)))
+                                    "nothing deleted. If you emptied it on purpose, run "
+                                    "`%s --force`" % (len(recorded), options.command)))
                 continue
         available.append(target)
     return available
@@ -2074,9 +2178,9 @@ def _delete_guard(actions, targets, scans, state, options, plan) -> list:
                 continue
             held.update(map(id, group))
             plan.held.append(Held(album_key, folder, "%d %s of %d synced files is more "
-                                  "than half: none done (use --max-delete %d or --force "
-                                  "if this is intended)" % (len(group), label, recorded,
-                                                            len(group)), group))
+                                  "than half: none done. If this is intended, run `%s "
+                                  "--max-delete %d`" % (len(group), label, recorded,
+                                                        options.command, len(group)), group))
         scan = scans.get(folder)
         if scan is not None and scan.unreadable:
             deletes = [a for a in album_actions
@@ -2118,16 +2222,34 @@ def register_secret(value) -> None:
         _SECRETS.add(value)
 
 
-_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# What text from outside (Imgur's titles, names and messages; file and folder names; a
+# user's albums.txt) may never carry to a terminal or log.txt: C0 controls (ESC opens
+# every terminal escape: CSI, OSC 52 clipboard writes, window titles; CR and LF would
+# overwrite or forge a line), DEL, C1 controls (U+009B is a CSI on its own to some
+# terminals), the bidi overrides, isolates and marks that make a name read backwards,
+# the Unicode line separators, and lone surrogates (the bytes of a name that is not
+# UTF-8). README, "Command line": how they are shown.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
+                          "\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match) -> str:
+    char = match.group()
+    code = ord(char)
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    if 0xDC80 <= code <= 0xDCFF:                # os.fsdecode's stand-in for byte 0x80-0xff
+        return "\\x%02x" % (code - 0xDC00)
+    return "\\x%02x" % code if code < 0x100 else "\\u%04x" % code
 
 
 def printable(text) -> str:
-    """Text from outside (Imgur, file names) with control characters shown escaped, so
-    that it can never move the cursor, retitle the terminal or forge a line."""
-    def escaped(match):
-        code = ord(match.group())
-        return "\\x%02x" % code if code < 0x100 else "\\u%04x" % code
-    return _CONTROL_CHARACTERS.sub(escaped, str(text))
+    """Text from outside with every control character shown escaped (`\\x1b`, `\\n`,
+    `\\u202e`), so that it can never move the cursor, retitle the terminal, write the
+    clipboard or forge a line. Idempotent; Output and Log apply it to all they write."""
+    text = str(text)
+    return text if text.isprintable() else _UNPRINTABLE.sub(_escape, text)
 
 
 def redact(text: str) -> str:
@@ -2144,11 +2266,12 @@ class Log:
         self._lock = threading.Lock()
 
     def write(self, text: str) -> None:
-        # Redacted before it is cut, so that no cut leaves part of a secret in the clear.
-        text = redact(text).replace("\n", " ")
+        # Redacted before it is cut, so that no cut leaves part of a secret in the clear;
+        # escaped (printable), so that one entry is one line and carries no control.
+        text = printable(redact(text))
         if len(text) > LOG_LINE_MAX:
             text = "%s... (%d more characters)" % (text[:LOG_LINE_MAX], len(text) - LOG_LINE_MAX)
-        line = ("%s %s\n" % (iso_now(), shown_name(text))).encode("utf-8")
+        line = ("%s %s\n" % (iso_now(), text)).encode("utf-8")
         with self._lock:
             try:
                 self._rotate_if_needed(len(line))
@@ -2182,94 +2305,281 @@ class Log:
 
 
 class Output:
-    """What the user sees: actions and the summary on stdout, the rest on stderr."""
+    """What the user sees: actions and the summary on stdout, the rest on stderr. Every
+    line passes printable() here: a name, title or message from outside never reaches
+    the terminal with a control character in it, and never starts a line of its own."""
 
     COLORS = {"+": "32", "-": "31", ">": "36", "~": "33", "!": "1;31", "<": "34",
-              "*": "1", "=": "2", "warning": "33", "error": "1;31"}
+              "*": "1", "=": "2", "@": "2", "warning": "33", "error": "1;31"}
 
     def __init__(self, verbosity: int, log: Log | None, no_color: bool = False):
         self.verbosity = verbosity                  # -1 quiet, 0 normal, 1 verbose
         self.log = log
-        no_color = no_color or not _ansi_terminal()
+        self.ansi = _ansi_terminal()
+        no_color = no_color or not self.ansi
         self.color_out = _isatty(sys.stdout) and not no_color
         self.color_err = _isatty(sys.stderr) and not no_color
         self.progress_enabled = _isatty(sys.stderr) and verbosity >= 0
-        self._lock = threading.Lock()
+        # Held by every write to the terminal, and by the upload threads' progress.
+        self._lock = threading.RLock()
+        self._shown = []                            # Progress blocks on screen, in order
+        self._drawn = 0                             # lines they take up below the cursor
+        self._drawn_at = 0.0
 
     def _paint(self, text: str, key: str, enabled: bool) -> str:
         return "\x1b[%sm%s\x1b[0m" % (self.COLORS[key], text) if enabled else text
 
-    def _write(self, stream, text: str) -> None:
+    @staticmethod
+    def _clean(text) -> str:
+        return printable(redact(str(text)))
+
+    def _write(self, stream, prefix: str, *lines) -> None:
+        """One message: its lines (each escaped; the first after `prefix`, which is
+        imgurbox's own and may be coloured), then a newline imgurbox writes itself."""
+        text = prefix + "\n".join(self._clean(line) for line in lines)
         with self._lock:
             try:
-                stream.write(redact(text) + "\n")
+                self._erase()                       # whole lines: the bars make way
+                stream.write(text + "\n")
                 stream.flush()
+                self._draw()
             except (OSError, ValueError):
                 pass                                # a closed pipe must not crash a sync
 
     def action(self, symbol: str, text: str, always: bool = False) -> None:
         if self.verbosity >= 0 or (always and symbol == "!"):
             stream = sys.stdout if symbol != "!" or self.verbosity >= 0 else sys.stderr
-            self._write(stream, "%s %s" % (self._paint(symbol, symbol, self.color_out), text))
+            self._write(stream, self._paint(symbol, symbol, self.color_out) + " ", text)
 
     def info(self, text: str) -> None:
         if self.verbosity >= 0:
-            self._write(sys.stdout, text)
+            self._write(sys.stdout, "", text)
+
+    def show(self, *lines) -> None:
+        """What a command was asked to show (status, auth): printed even with -q."""
+        self._write(sys.stdout, "", *lines)
 
     def detail(self, text: str) -> None:
         if self.verbosity > 0:
-            self._write(sys.stdout, "  " + text)
+            self._write(sys.stdout, "  ", text)
 
     def warn(self, text: str) -> None:
         if self.verbosity >= 0:
-            self._write(sys.stderr, self._paint("warning:", "warning", self.color_err)
-                        + " " + text)
+            self._write(sys.stderr, self._paint("warning:", "warning", self.color_err) + " ",
+                        text)
         if self.log:
             self.log.write("warning " + text)
 
-    def error(self, text: str) -> None:
-        self._write(sys.stderr, self._paint("error:", "error", self.color_err) + " " + text)
+    def error(self, text: str, *details) -> None:
+        """An error, and lines of imgurbox's own that explain it (a list of bad lines)."""
+        self._write(sys.stderr, self._paint("error:", "error", self.color_err) + " ",
+                    text, *details)
         if self.log:
-            self.log.write("error " + text)
+            self.log.write(" ".join(("error " + text,) + details))
 
-    def progress(self, total: int, description: str, unit: str = "file"):
-        """A tqdm bar on a terminal's stderr, shown at once; else a bar that does nothing."""
-        if not self.progress_enabled or (total is not None and total <= 0):
-            return _NoProgress()                    # total None: a counter, total unknown
-        try:
-            from tqdm import tqdm
-        except ImportError:                         # progress is a nicety, never a failure
+    # -- progress: drawn below the last line, erased before each new one -----------
+
+    def progress(self, title: str, files: int, size: int) -> "Progress | _NoProgress":
+        """A phase's progress (files and bytes to go), shown at once on a terminal's
+        stderr and never elsewhere; a block that does nothing when there is no work."""
+        if not self.progress_enabled or files <= 0:
             return _NoProgress()
-        scale = unit == "B"
-        return tqdm(total=total, desc=description, unit=unit, unit_scale=scale,
-                    unit_divisor=1024 if scale else 1000, file=sys.stderr, leave=False,
-                    dynamic_ncols=True, mininterval=0.1, delay=0,
-                    colour=None if not self.color_err else "green")
+        progress = Progress(self, title, files, size)
+        with self._lock:
+            self._shown.append(progress)
+            self.redraw(force=True)
+        return progress
+
+    def end_progress(self, progress: "Progress") -> None:
+        with self._lock:
+            if progress in self._shown:
+                self._shown.remove(progress)
+                self.redraw(force=True)
+
+    def redraw(self, force: bool = False) -> None:
+        """Draw the progress again, at most ten times a second unless forced."""
+        with self._lock:
+            now = time.monotonic()
+            if not force and now - self._drawn_at < PROGRESS_INTERVAL:
+                return
+            try:
+                self._erase()
+                self._draw()
+            except (OSError, ValueError):
+                pass
+
+    def _erase(self) -> None:
+        """Clear the block from the screen; the cursor is left where it began."""
+        if not self._drawn:
+            return
+        if self.ansi:
+            sys.stderr.write("\r\x1b[J")               # to the end of the screen
+        else:
+            sys.stderr.write("\r%s\r" % (" " * (_terminal_width() - 1)))
+        sys.stderr.flush()
+        self._drawn = 0
+
+    def _draw(self) -> None:
+        """Write the block below the cursor and go back to its first column, so that the
+        next line printed begins there (after _erase) and not inside the block."""
+        if not self._shown:
+            return
+        width = _terminal_width()
+        lines = [line for progress in self._shown for line in progress.lines(width)]
+        if not self.ansi:
+            lines = lines[:1]                       # one line, redrawn with \r alone
+        lines = [_fit(line, width - 1) for line in lines]
+        if self.ansi:
+            text = "\x1b[K\n".join(lines) + "\x1b[K\r"
+            if len(lines) > 1:
+                text += "\x1b[%dA" % (len(lines) - 1)
+        else:
+            text = lines[0] + "\r"
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        self._drawn = len(lines)
+        self._drawn_at = time.monotonic()
 
 
-class _LazyProgress:
-    """A bar made at its first update: a no-op run shows no empty 'hash: 0file' bar."""
+class Progress:
+    """One phase on a terminal, like rclone -P: files done of the total, bytes with
+    percentage, rate and time left, and below it each file in flight. Output draws it
+    and erases it before every line it prints, so a line never begins inside it."""
 
-    def __init__(self, make):
-        self._make = make
-        self._bar = None
+    def __init__(self, out: Output, title: str, files: int, size: int):
+        self.out = out
+        self.title = title
+        self.files, self.size = files, max(size, 0)
+        self.files_done = self.bytes_done = 0
+        self.started = time.monotonic()
+        self.flying = []                            # ProgressItem, in start order
 
-    def update(self, n=1):
-        if self._bar is None:
-            self._bar = self._make()
-        self._bar.update(n)
+    def item(self, name: str, size: int) -> "ProgressItem":
+        """A file this phase is now working on (shown by name until it is closed)."""
+        item = ProgressItem(self, printable(name), size)
+        with self.out._lock:
+            self.flying.append(item)
+            self.out.redraw()
+        return item
 
-    def close(self):
-        if self._bar is not None:
-            self._bar.close()
+    def update(self, n: int = 1) -> None:
+        """Bytes done that belong to no file shown."""
+        with self.out._lock:
+            self.bytes_done += n
+            self.out.redraw()
+
+    def close(self) -> None:
+        self.out.end_progress(self)
+
+    def lines(self, width: int) -> list:
+        elapsed = time.monotonic() - self.started
+        done = min(self.bytes_done, self.size)
+        fraction = done / self.size if self.size else self.files_done / self.files
+        rate = done / elapsed if elapsed > 0 else 0
+        eta = _clock_text((self.size - done) / rate) if rate else "?"
+        tail = " %s/%s files, %s/%s, %s/s, ETA %s" % (
+            "{:,}".format(self.files_done), "{:,}".format(self.files),
+            _size_text(done), _size_text(self.size), _size_text(rate), eta)
+        head = "%-7s%3d%%" % (self.title, int(fraction * 100))
+        bar_width = max(0, min(30, width - 1 - len(head) - len(tail) - 2))
+        lines = [head + ("|%s|" % _bar(fraction, bar_width) if bar_width >= 5 else "") + tail]
+        shown = self.flying[:PROGRESS_MAX_NAMES]
+        lines += ["  * %s: %d%% of %s" % (item.name, item.percent(), _size_text(item.size))
+                  for item in shown]
+        if len(self.flying) > len(shown):
+            lines.append("  * and %d more" % (len(self.flying) - len(shown)))
+        return lines
+
+
+class ProgressItem:
+    """A file in flight: its bytes count towards its phase as they are done."""
+
+    def __init__(self, progress: Progress, name: str, size: int):
+        self.progress, self.name, self.size, self.done = progress, name, size, 0
+
+    def percent(self) -> int:
+        return int(100 * min(self.done, self.size) / self.size) if self.size else 0
+
+    def update(self, n: int = 1) -> None:
+        with self.progress.out._lock:
+            self.done += n
+            self.progress.bytes_done += n
+            self.progress.out.redraw()
+
+    def close(self) -> None:
+        """The file is done (or given up): it counts as done and leaves the list."""
+        progress = self.progress
+        with progress.out._lock:
+            if self in progress.flying:
+                progress.flying.remove(self)
+                progress.files_done += 1
+                if progress.files_done >= progress.files:
+                    progress.close()                # the phase is over: make way at once
+                else:
+                    progress.out.redraw()
 
 
 class _NoProgress:
+    """Progress where none is shown (piped, -q, or nothing to do)."""
+
+    def item(self, name: str, size: int) -> "_NoProgress":
+        return self
+
     def update(self, n=1):
         pass
 
     def close(self):
         pass
+
+
+PROGRESS_INTERVAL = 0.1             # seconds between two drawings of the progress
+PROGRESS_MAX_NAMES = 8              # files in flight named below the meter
+
+
+def _terminal_width() -> int:
+    try:
+        return max(20, os.get_terminal_size(sys.stderr.fileno()).columns)
+    except (OSError, ValueError, AttributeError):
+        return 80
+
+
+def _bar(fraction: float, width: int) -> str:
+    """A bar of `width` cells, in eighths where the terminal's encoding has them."""
+    try:
+        "\u2588\u258f".encode(sys.stderr.encoding or "ascii")
+        full, partial = "\u2588", " \u258f\u258e\u258d\u258c\u258b\u258a\u2589"
+    except (LookupError, UnicodeEncodeError):
+        full, partial = "#", " "
+    eighths = int(max(0.0, min(1.0, fraction)) * width * 8)
+    cells = full * (eighths // 8)
+    if len(cells) < width:
+        cells += partial[eighths % 8 * len(partial) // 8]
+    return cells.ljust(width)
+
+
+def _fit(line: str, columns: int) -> str:
+    """Cut a line to the terminal's columns (wide characters count two): a line that
+    wrapped would leave the block taller than _erase knows."""
+    used = 0
+    for index, char in enumerate(line):
+        used += 2 if unicodedata.east_asian_width(char) in "WF" else 1
+        if used > columns:
+            return line[:index]
+    return line
+
+
+def _size_text(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return ("%d %s" if unit == "B" else "%.1f %s") % (size, unit)
+        size /= 1024
+
+
+def _clock_text(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    hours, rest = divmod(seconds, 3600)
+    return ("%d:%02d:%02d" % (hours, rest // 60, rest % 60) if hours
+            else "%d:%02d" % (rest // 60, rest % 60))
 
 
 def _ansi_terminal() -> bool:
@@ -3488,6 +3798,7 @@ class Tally:
     """What the run did, for the summary line and the exit code."""
     counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     failed: int = 0
+    failed_what: list = dataclasses.field(default_factory=list)    # for the summary
     held: int = 0
     rate_limit: RateLimitError | None = None
     auth_error: AuthError | None = None
@@ -3504,6 +3815,12 @@ class Tally:
 class UploadSkipped(NamedTuple):
     """An upload that did not start; `reason` is what the user is told, if anything."""
     reason: str                  # "no album", "vanished", "changed" or "not started"
+
+
+def where_in(folder: str, name: str = "") -> str:
+    """How an action line names a file: its folder's last part, a slash, its name."""
+    label = os.path.basename(folder) or folder
+    return "%s/%s" % (label, name) if name else label
 
 
 class Executor:
@@ -3535,12 +3852,12 @@ class Executor:
         return self.album_ids.get(key, None if key.startswith("new:") else key)
 
     def where(self, key: str, name: str = "") -> str:
-        folder = self.folders.get(key) or self.folders.get(self.album_id(key) or "", key)
-        label = os.path.basename(folder) or folder
-        return "%s/%s" % (label, name) if name else label
+        return where_in(self.folders.get(key) or self.folders.get(self.album_id(key) or "",
+                                                                    key), name)
 
     def fail(self, text: str) -> None:
         self.tally.failed += 1
+        self.tally.failed_what.append(text.split(": ", 1)[0])
         self.out.action("!", "failed " + text, always=True)
         self.log.write("failed " + text)
 
@@ -3574,10 +3891,9 @@ class Executor:
     def run(self, actions: list) -> None:
         downloads = [a for a in actions if isinstance(a, Download)]
         self.downloads_left = collections.Counter(a.album for a in downloads)
-        # One bar for all downloads, in bytes (Imgur's sizes are those it serves).
-        total = sum(a.image.size for a in downloads)
-        self.download_bar = self.out.progress(total or (None if downloads else 0),
-                                              "download", unit="B")
+        # One block for all downloads (Imgur's sizes are those it serves).
+        self.download_bar = self.out.progress("download", len(downloads),
+                                              sum(a.image.size or 0 for a in downloads))
         try:
             self._run(actions)
         finally:
@@ -3629,10 +3945,7 @@ class Executor:
                              incomplete=bool(self.downloads_left[action.album]))
         if existing is None:
             self.announced.add(action.album)
-            self.out.action("*", "album %s %s%s" % (self.where(action.album),
-                                                   ALBUM_URL.format(action.album),
-                                                   " (download-only: another account's)"
-                                                   if action.download_only else ""))
+            self.out.action("*", action.lines(self.where)[0])
             self.log.write("link album %s %s" % (action.album, action.folder))
 
     def do_CreateAlbum(self, action: CreateAlbum) -> None:
@@ -3666,6 +3979,7 @@ class Executor:
         self.remote.retitle_album(action.album, action.title)
         self.state.set_album(action.album, title=action.title,
                              folder=self.folders.get(action.album, ""))
+        self.out.action("*", action.lines(self.where)[0])
         self.log.write("retitle album %s %r" % (action.album, action.title))
 
     # -- bookkeeping without transfer -----------------------------------------------------
@@ -3674,17 +3988,16 @@ class Executor:
         f = action.file
         self.state.set_file(action.album, f.name,
                             FileRecord(action.image_id, f.hash, f.size, f.mtime_ns, f.inode))
-        self.out.detail("= %s is image %s" % (self.where(action.album, f.name), action.image_id))
-        self.tally.counts["linked"] += 1
+        self.done("@", "adopt", "%s as image %s" % (self.where(action.album, f.name),
+                                                    action.image_id), "adopted")
 
     def do_Rename(self, action: Rename) -> None:
         record = action.record
         f = action.file
         self.state.refile(action.album, action.old_name, action.album, f.name,
                           record._replace(size=f.size, mtime_ns=f.mtime_ns, inode=f.inode))
-        self.out.detail("= %s renamed to %s (no request)" % (
-            self.where(action.album, action.old_name), f.name))
-        self.tally.counts["renamed"] += 1
+        self.done("=", "rename", "%s -> %s" % (self.where(action.album, action.old_name),
+                                               self.where(action.album, f.name)), "renamed")
 
     # -- downloads -----------------------------------------------------------------------
 
@@ -3703,8 +4016,12 @@ class Executor:
             prefix="%s%s-" % (DOWNLOAD_PART_PREFIX, image.image_id),
             suffix=DOWNLOAD_PART_SUFFIX, dir=folder)
         try:
+            shown = self.download_bar.item(self.where(action.album, name), image.size or 0)
             with os.fdopen(descriptor, "wb") as f:
-                final_url = self.remote.download(image, f, self.download_bar.update)
+                try:
+                    final_url = self.remote.download(image, f, shown.update)
+                finally:
+                    shown.close()
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp_path, 0o666 & ~current_umask())   # a photo, not a secret
@@ -3759,8 +4076,7 @@ class Executor:
     def run_uploads(self, uploads: list) -> None:
         import queue
         jobs = max(1, self.options.jobs)
-        total_bytes = sum(a.file.size for a in uploads)
-        bar = self.out.progress(total_bytes, "upload", unit="B")
+        bar = self.out.progress("upload", len(uploads), sum(a.file.size for a in uploads))
         done_queue = queue.Queue()
         work_queue = queue.Queue()
         results, started, reported = {}, 0, 0
@@ -3772,10 +4088,12 @@ class Executor:
                 if item is None:
                     return
                 index, action, pending, transfer = item
+                shown = bar.item(self.where(action.album, action.file.name), action.file.size)
                 try:
-                    result = self._send_upload(action, pending, bar, transfer)
+                    result = self._send_upload(action, pending, shown, transfer)
                 except BaseException as e:             # handed to the main thread
                     result = e
+                shown.close()
                 done_queue.put((index, result))
 
         def take_answers(timeout: float) -> bool:
@@ -3931,7 +4249,7 @@ class Executor:
         if action.replaces:
             self.done("~", "replace", where, "replaced", album_id)
         elif action.repair:
-            self.done("+", "upload", where + " (was missing on Imgur)", "uploaded", album_id)
+            self.done("+", "upload", where + REPAIRED_NOTE, "uploaded", album_id)
         else:
             self.done("+", "upload", where, "uploaded", album_id)
         self.log.write("  image %s in album %s" % (result.image_id, album_id))
@@ -4002,7 +4320,8 @@ class Executor:
             self.run_uploads([Upload(action.album, file=f, repair=True)])
             return
         self.remote.add_images(action.album, [action.record.image_id])
-        self.done("+", "re-add", self.where(action.album, action.name), "repaired", action.album)
+        self.done("+", "re-add", self.where(action.album, action.name) + REPAIRED_NOTE,
+                  "repaired", action.album)
 
     def do_Delete(self, action: Delete) -> None:
         self.remote.delete_image(action.image_id)
@@ -4010,10 +4329,17 @@ class Executor:
         self.done("-", "delete", self.where(action.album, action.name), "deleted", action.album)
 
     def do_PurgeReplaced(self, action: PurgeReplaced) -> None:
-        if action.image_id in self.state.albums[action.album].to_delete:
-            self.remote.delete_image(action.image_id)
-            self.state.deleted(action.album, action.image_id)
-            self.log.write("delete old version %s" % action.image_id)
+        """A planned one: an old version whose delete failed on an earlier run."""
+        if self._purge(action.album, action.image_id):
+            self.out.action("-", action.lines(self.where)[0])
+
+    def _purge(self, album_id: str, image_id: str) -> bool:
+        if image_id not in self.state.albums[album_id].to_delete:
+            return False
+        self.remote.delete_image(image_id)
+        self.state.deleted(album_id, image_id)
+        self.log.write("delete old version %s" % image_id)
+        return True
 
     def purge_replaced(self) -> None:
         """Delete old versions replaced during this run (after their new versions)."""
@@ -4022,7 +4348,7 @@ class Executor:
                 if self.stopping:
                     return
                 try:
-                    self.do_PurgeReplaced(PurgeReplaced(album_id, image_id=image_id))
+                    self._purge(album_id, image_id)
                 except (RateLimitError, AuthError, ServiceDownError) as e:
                     self.stop_for(e)
                 except RequestFailed as e:
@@ -4130,9 +4456,9 @@ def read_albums(home: str, state: StateStore, out: Output) -> tuple:
     if not parsed.lines and not parsed.errors:
         out.warn("%s lists no folder yet: add one folder per line (see %s)" % (path, example))
     if parsed.errors:
-        raise UsageError("%s has %d bad line%s; nothing was changed:\n%s" % (
-            path, len(parsed.errors), "" if len(parsed.errors) == 1 else "s",
-            "\n".join("  %s:%d: %s" % (ALBUMS_FILE, n, m) for n, m in parsed.errors)))
+        raise UsageError("%s has %d bad line%s; nothing was changed:" % (
+            path, len(parsed.errors), "" if len(parsed.errors) == 1 else "s"),
+            ["  %s:%d: %s" % (ALBUMS_FILE, n, m) for n, m in parsed.errors])
     return data, parsed
 
 
@@ -4163,8 +4489,9 @@ def settle_checked(parsed: ParsedAlbums, state: StateStore, scans: dict) -> list
     targets = settle_targets(parsed.lines, state, scans)
     errors = target_conflicts(targets)
     if errors:
-        raise UsageError("%s names one album or folder twice; nothing was changed:\n%s" % (
-            ALBUMS_FILE, "\n".join("  %s:%d: %s" % (ALBUMS_FILE, n, m) for n, m in errors)))
+        raise UsageError("%s names one album or folder twice; nothing was changed:"
+                         % ALBUMS_FILE,
+                         ["  %s:%d: %s" % (ALBUMS_FILE, n, m) for n, m in errors])
     return targets
 
 
@@ -4179,11 +4506,16 @@ def scan_listed_folders(parsed: ParsedAlbums, state: StateStore, rehash: bool,
         if folder:
             known = album or by_key.get(folder_key(folder))
             folders[folder] = known.files if known else {}
-    bar = _LazyProgress(lambda: out.progress(None, "hash"))    # shown once hashing starts
-    scans = {}
-    for folder, known in folders.items():
-        scans[folder] = scan_folder(folder, known, state.scanned_at_ns, rehash, bar.update)
-    bar.close()
+    scans = {folder: scan_folder(folder, known, state.scanned_at_ns, rehash, read_now=False)
+             for folder, known in folders.items()}
+    to_read = [file for scan in scans.values() for file in scan.to_read]
+    # Shown from the start of hashing, with its total; a no-op run shows none.
+    progress = out.progress("hash", len(to_read), sum(file.size for file in to_read))
+    try:
+        for scan in scans.values():
+            read_files(scan, progress)
+    finally:
+        progress.close()
     return scans
 
 
@@ -4221,6 +4553,7 @@ class SyncRun:
         self.started = time.monotonic()
         self.api = None
         self._download_folders = {}             # album ID -> folder chosen this run
+        self.planned_uploads = 0                # for the time left at the hourly limit
         self.unsettled = set()                  # (album ID, name): pending check failed
 
     def run(self) -> int:
@@ -4238,11 +4571,18 @@ class SyncRun:
         if state.restored:
             state.begin_restore()
         # Missing credentials are decided before anything changes (exit 5, README "Exit codes").
-        remote = self.connect(state) if self.needs_imgur(state, plan) else None
+        needs_imgur = self.needs_imgur(state, plan)
+        remote = self.connect(state, plan) if needs_imgur else None
+        if needs_imgur and remote is None:      # declined after an offered `auth`
+            self.out.info("nothing was changed; see every action first with `%s`, then "
+                          "run `%s`" % (command_line(self.home, "--dry-run"),
+                                        command_line(self.home)))
+            return EXIT_OK
         try:
             if remote is not None:
                 targets, plan = self.reconcile(remote, parsed, state, scans, targets, plan)
             self.report_plan_problems(plan)
+            self.planned_uploads = sum(isinstance(a, Upload) for a in plan.actions)
             if self.options.dry_run:
                 print_plan(plan, state, self.out)
                 return EXIT_OK
@@ -4269,9 +4609,8 @@ class SyncRun:
             if not self.options.dry_run:
                 for path in scan.leftovers:
                     _remove_leftover(path)
-            if scan.rehashed:
-                self.out.detail("%s: %d new or changed file%s read" % (
-                    scan.folder, scan.rehashed, "" if scan.rehashed == 1 else "s"))
+            for name, why in sorted(scan.read):
+                self.out.detail("read %s (%s)" % (os.path.join(scan.folder, name), why))
             for name in scan.skipped_names:
                 self.out.detail("skip %s" % os.path.join(scan.folder, name))
             for name, reason in scan.unreadable:
@@ -4289,7 +4628,8 @@ class SyncRun:
         targets = settle_checked(parsed, state, scans)
         for target in targets:
             self._restore_download_folder(target, remote)
-        options = PlanOptions(self.options.force, self.options.max_delete, self.options.verify)
+        options = PlanOptions(self.options.force, self.options.max_delete, self.options.verify,
+                              command_line(self.home))
         return targets, plan_sync(targets, scans, state, remote, options)
 
     def warn_empty_albums(self, targets: list, scans: dict) -> None:
@@ -4301,6 +4641,9 @@ class SyncRun:
                               "stay empty; convert them to JPEG to sync them" % (
                                   target.folder, ", ".join("%d %s" % (n, e) for e, n
                                                            in sorted(scan.skipped.items()))))
+            elif target.mode == "create" and scan is not None and not scan.error \
+                    and not scan.files and not scan.unreadable:
+                self.out.warn("%s holds no photo yet: its album starts empty" % target.folder)
 
     @staticmethod
     def needs_imgur(state: StateStore, plan: Plan) -> bool:
@@ -4354,17 +4697,22 @@ class SyncRun:
 
     # -- the network side ----------------------------------------------------------
 
-    def connect(self, state: StateStore):
+    def connect(self, state: StateStore, plan: Plan):
+        """A client with usable credentials; None when the user, asked at a terminal
+        after the `auth` this run offered, chose not to go on."""
         # --dry-run changes nothing, not even a file's mode: it only warns.
         credentials = Credentials.load(self.home, self.out, fix_mode=not self.options.dry_run,
                                        identity=self.env.client_identity)
         if not credentials.usable:
             if stdin_is_terminal() and not self.options.dry_run:
-                answer = prompt("No Imgur authorization yet. Run `imgurbox.py auth` now? [Y/n] ")
+                answer = prompt("No Imgur authorization yet. Run `%s` now? [Y/n] "
+                                % auth_command(self.home))
                 if answer.strip().lower() in ("", "y", "yes"):
                     run_auth(self.home, self.out, self.log, self.env, take_lock=False)
                     credentials = Credentials.load(self.home, self.out,
                                                    identity=self.env.client_identity)
+                    if credentials.usable and not self.go_on_after_auth(plan, state):
+                        return None
             if not credentials.usable:
                 raise AuthError("imgurbox is not authorized yet: run `%s` (nothing was "
                                 "changed)" % auth_command(self.home))
@@ -4375,6 +4723,25 @@ class SyncRun:
             return RemoteReader(self.api, state)
         self.api.before_first_write = state.begin_writing
         return Remote(self.api, state)
+
+    def go_on_after_auth(self, plan: Plan, state: StateStore) -> bool:
+        """After the `auth` a first run offered (at a terminal, so someone is there):
+        what the sync would do, and whether to do it now (README, "Getting started")."""
+        uploads = sum(isinstance(a, Upload) for a in plan.actions)
+        albums = sum(isinstance(a, CreateAlbum) for a in plan.actions)
+        summary = "This sync would upload %s into %s: %s" % (
+            _count(uploads, "file"), _count(albums, "new album"),
+            _count(plan.credits, "credit"))
+        if uploads > UPLOADS_PER_HOUR:
+            summary += "; " + hours_at_the_limit(uploads)
+        self.out.show(summary + ".")
+        while True:
+            answer = prompt("Sync now? [Y/n, or d to see every action first] ")
+            answer = answer.strip().lower()
+            if answer in ("d", "dry-run"):
+                print_plan(plan, state, self.out)
+                continue
+            return answer in ("", "y", "yes")
 
     def adopt_restored_uploads(self, remote: RemoteReader, state: StateStore,
                                plan: Plan) -> None:
@@ -4636,6 +5003,8 @@ class SyncRun:
     def report_plan_problems(self, plan: Plan) -> None:
         for folder, message in plan.errors:
             self.tally.failed += 1
+            self.tally.failed_what.append("%s (%s)" % (
+                where_in(folder), message.split(":", 1)[0].split(" (", 1)[0]))
             self.out.error("%s: %s" % (folder, message))
         for held in plan.held:
             self.tally.held += len(held.actions)
@@ -4758,7 +5127,7 @@ class SyncRun:
             ("new album" if tally.counts["new albums"] == 1 else "new albums",
              tally.counts["new albums"])) if n]
         if tally.failed:
-            parts.append("%d failed" % tally.failed)
+            parts.append("%d failed%s" % (tally.failed, _failed_text(tally)))
         if tally.held:
             parts.append("%d held back" % tally.held)
         skipped = collections.Counter()
@@ -4774,8 +5143,10 @@ class SyncRun:
             text += "; %d credits left" % rate.user_remaining
         if tally.rate_limit:
             reset = local_time_text(tally.rate_limit.reset_at)
+            left = self.planned_uploads - tally.counts["uploaded"] - tally.counts["replaced"]
             self.out.error("%s. Stopped early; the next run resumes%s" % (
-                tally.rate_limit, " after %s" % reset if reset else ""))
+                tally.rate_limit, " after %s" % reset if reset else ""),
+                *([hours_at_the_limit(left, left=True)] if left > 0 else []))
         if tally.stopped:
             self.out.error(str(tally.stopped))
         if tally.auth_error:
@@ -4787,6 +5158,15 @@ class SyncRun:
         self.log.write("%s %s: %s" % ("dry-run" if self.options.dry_run else "sync",
                                       "ok" if code == EXIT_OK else "exit %d" % code, text))
         return code
+
+
+def _failed_text(tally: Tally) -> str:
+    """What failed, for the summary: ": Garden (unavailable), Cats/a.jpg and 2 more"."""
+    named = tally.failed_what[:3]
+    if not named:
+        return ""
+    more = tally.failed - len(named)
+    return ": %s%s" % (", ".join(named), " and %d more" % more if more > 0 else "")
 
 
 def is_home_file_name(name: str) -> bool:
@@ -4806,28 +5186,48 @@ def safe_folder_name(title: str | None) -> str:
 
 
 def print_plan(plan: Plan, state: StateStore, out: Output) -> None:
-    """--dry-run: the plan grouped by album, with what each album costs."""
+    """--dry-run: the plan grouped by album, with what each album costs; each action in
+    the line the real run prints for it."""
     groups = collections.OrderedDict()
     for action in plan.actions:
         groups.setdefault(action.album, []).append(action)
     for held in plan.held:
         groups.setdefault(held.album, [])
-    folders = {t.key: t.folder for t in plan.targets}
+    folders = {album_id: album.folder for album_id, album in state.albums.items()}
+    folders.update({t.key: t.folder for t in plan.targets if t.folder})
+
+    def where(key: str, name: str = "") -> str:
+        return where_in(folders.get(key, key), name)
     for album_key, actions in groups.items():
-        folder = folders.get(album_key) or state.albums.get(album_key, AlbumState(album_key, "")).folder
+        folder = folders.get(album_key, album_key)
         link = "new album" if album_key.startswith("new:") else ALBUM_URL.format(album_key)
         requests_ = sum(a.requests for a in actions)
         credits = sum(a.credits for a in actions)
-        out.info("%s (%s): %d request%s, %d credits" % (
-            folder, link, requests_, "" if requests_ == 1 else "s", credits))
+        out.info("%s (%s): %s, %s" % (folder, link, _count(requests_, "request"),
+                                      _count(credits, "credit")))
         for action in actions:
-            out.action(action.symbol, "%s %s" % (action.verb, action.label()))
+            for line in action.lines(where):
+                out.action(action.symbol, line)
         for held in plan.held:
             if held.album == album_key:
                 for action in held.actions:
-                    out.action("!", "held: %s %s" % (action.verb, action.label()))
-    out.info("plan: %d request%s, %d credits" % (plan.requests, "" if plan.requests == 1 else "s",
-                                                 plan.credits))
+                    for line in action.lines(where):
+                        out.action("!", "held: " + line)
+    out.info("plan: %s, %s" % (_count(plan.requests, "request"), _count(plan.credits, "credit")))
+    uploads = sum(isinstance(a, Upload) for a in plan.actions)
+    if uploads > UPLOADS_PER_HOUR:
+        out.info(hours_at_the_limit(uploads))
+
+
+def hours_at_the_limit(uploads: int, left: bool = False) -> str:
+    """How long Imgur's hourly limit makes a big sync take (README, "Imgur limits")."""
+    hours = -(-uploads // UPLOADS_PER_HOUR)
+    return "%s %s%s: about %s at Imgur's ~%d uploads an hour; schedule hourly runs " \
+           "(README, Scheduling)" % ("{:,}".format(uploads),
+                                     "upload" if uploads == 1 else "uploads",
+                                     " left" if left else "",
+                                     "1 hour" if hours == 1 else "{:,} hours".format(hours),
+                                     UPLOADS_PER_HOUR)
 
 
 class NoAnswer(AuthError):
@@ -4922,7 +5322,7 @@ def _auth(home: str, out: Output, log: Log, env: Environment) -> int:
                            account_id=_as_int(account.get("id")) or None)
         credentials.save()
         log.write("auth saved for account %s" % account.get("url"))
-        print("Authorized as %s. Saved %s (readable only by you)." % (
+        out.show("Authorized as %s. Saved %s (readable only by you)." % (
             account.get("url"), credentials.path))
         return EXIT_OK
 
@@ -4943,9 +5343,9 @@ def _obtain_tokens(api: Api, credentials: Credentials, refresh_token: str | None
     if refresh_token:
         return api._token_request(dict(form, grant_type="refresh_token",
                                        refresh_token=refresh_token.strip()))
-    print("How do you want to authorize imgurbox?\n"
-          "  1) paste a refresh token you already have (works today)\n"
-          "  2) authorize in the browser (Imgur's page fails for some logins since 2025)")
+    out.show("How do you want to authorize imgurbox?",
+             "  1) paste a refresh token you already have (works today)",
+             "  2) authorize in the browser (Imgur's page fails for some logins since 2025)")
     choice = prompt("Choose 1 or 2 [1]: ").strip() or "1"
     while choice not in ("1", "2"):
         choice = prompt("Please type 1 or 2 [1]: ").strip() or "1"
@@ -4954,8 +5354,8 @@ def _obtain_tokens(api: Api, credentials: Credentials, refresh_token: str | None
         return api._token_request(dict(form, grant_type="refresh_token", refresh_token=token))
     url = "%soauth2/authorize?client_id=%s&response_type=token" % (
         api.base_url, urllib.parse.quote(credentials["client_id"]))
-    print("Open this address, allow access, then paste the address you land on "
-          "(or the PIN Imgur shows):\n  %s" % url)
+    out.show("Open this address, allow access, then paste the address you land on "
+             "(or the PIN Imgur shows):", "  %s" % url)
     try:
         import webbrowser
         webbrowser.open(url)
@@ -4977,22 +5377,30 @@ def _obtain_tokens(api: Api, credentials: Credentials, refresh_token: str | None
         out.error(answer["error"])
 
 
-def run_status(home: str, out: Output) -> int:
+def run_status(home: str, out: Output, as_json: bool = False) -> int:
     """`status`: per folder, what is synced and what waits; no lock, request or write.
-    Names that are not UTF-8 show their bytes escaped (shown_name)."""
+    With as_json, the same as one JSON document (README, "status --json": its keys)."""
     state = StateStore.load(home, writable=False)
     _, parsed = read_albums(home, state, out)
     scans = scan_listed_folders(parsed, state, False, Output(-1, None, no_color=True))
     targets = settle_checked(parsed, state, scans)
-    plan = plan_sync(targets, scans, state, {}, PlanOptions())
+    plan = plan_sync(targets, scans, state, {}, PlanOptions(command=command_line(home)))
     last_ok = last_successful_run(home)
-    for target in targets:
-        print(shown_name("\n".join(_status_of_folder(target, state, scans.get(target.folder),
-                                                      plan, last_ok))))
+    now = time.time()
+    folders = [_folder_status(target, state, scans.get(target.folder), plan, last_ok, now)
+               for target in targets]
+    if as_json:
+        document = {"imgurbox": VERSION, "home": home, "folders": folders,
+                    "pending_operations": len(state.pending)}
+        # ASCII only: every name's control and non-ASCII characters as JSON's \uXXXX.
+        out.show(*json.dumps(_json_safe(document), indent=2, ensure_ascii=True).split("\n"))
+        return EXIT_OK
+    for status in folders:
+        out.show(*_status_lines(status))
     if state.pending:
-        print("%s not yet confirmed by Imgur (from an interrupted run, or one running now): "
-              "the next sync checks %s" % (_count(len(state.pending), "operation"),
-                                           "it" if len(state.pending) == 1 else "them"))
+        out.show("%s not yet confirmed by Imgur (from an interrupted run, or one running now): "
+                 "the next sync checks %s" % (_count(len(state.pending), "operation"),
+                                              "it" if len(state.pending) == 1 else "them"))
     return EXIT_OK
 
 
@@ -5000,43 +5408,74 @@ def _count(number: int, noun: str) -> str:
     return "%d %s%s" % (number, noun, "" if number == 1 else "s")
 
 
-def _status_of_folder(target: Target, state: StateStore, scan, plan: Plan, last_ok) -> list:
-    """The lines `status` prints for one albums.txt line."""
+def _folder_status(target: Target, state: StateStore, scan, plan: Plan, last_ok,
+                   now: float) -> dict:
+    """What `status` says of one albums.txt line; its keys are those of --json."""
     album = state.albums.get(target.album_id or "")
-    link = ALBUM_URL.format(target.album_id) if target.album_id else "(new album)"
-    lines = ["%s  %s" % (target.folder or target.line.text, link)]
-    if target.mode == "download":
-        return lines + ["  to do: download the album into a new folder"]
-    lines.append("  synced: %s%s" % (_count(len(album.files) if album else 0, "file"),
-                                     "  (download-only)" if album and album.download_only
-                                     else ""))
     todo = collections.Counter()
     for action in plan.actions:
         moved_out = isinstance(action, Move) and target.album_id is not None \
             and action.source == target.album_id
         if action.album == target.key or moved_out:
             todo[action.noun] += len(action.items) if isinstance(action, Move) else 1
-    held = [h.reason for h in plan.held if h.album == target.key]
     errors = [message for folder, message in plan.errors if folder == target.folder]
-    refused = [name for folder, name in plan.refused if folder == target.folder]
-    waiting = ", ".join(_count(n, noun) for noun, n in sorted(todo.items()))
-    lines.append("  to do: %s" % (waiting or ("nothing that can run now (see below)"
-                                              if held or errors else "nothing")))
-    lines += ["  held back: %s" % reason for reason in held]
-    lines += ["  %s" % message for message in errors]
-    lines += ["  refused by Imgur: %s (tried again once it changes)" % name for name in refused]
-    if scan is not None:
-        lines += ["  cannot read: %s (%s)" % (name, reason) for name, reason in scan.unreadable]
-        if scan.skipped:
-            lines.append("  skipped: %s" % ", ".join(
-                "%d %s" % (n, e) for e, n in sorted(scan.skipped.items())))
-        lines += ["    %s" % name for name in scan.skipped_names]
+    last = None
     if album is not None:
         trusted_ok = None if (album.last_error or errors) else last_ok
-        last = max(filter(None, [album.last_sync, trusted_ok]), default=None)
-        lines.append("  last sync: %s" % (last or "never"))
-        if album.last_error:
-            lines.append("  last error: %s" % album.last_error)
+        stamps = [_parse_time(t) for t in (album.last_sync, trusted_ok)]
+        last = max(filter(None, stamps), default=None)
+    return {
+        "line": target.line.number,
+        "folder": target.folder or None,
+        "album": target.album_id,
+        "album_url": ALBUM_URL.format(target.album_id) if target.album_id else None,
+        "mode": target.mode,
+        "download_only": bool(album and album.download_only),
+        "synced_files": len(album.files) if album else 0,
+        "to_do": dict(sorted(todo.items())),
+        "held_back": [h.reason for h in plan.held if h.album == target.key],
+        "errors": errors,
+        "refused": [name for folder, name in plan.refused if folder == target.folder],
+        "unreadable": [{"name": name, "reason": reason}
+                       for name, reason in (scan.unreadable if scan else [])],
+        "skipped": dict(sorted(scan.skipped.items())) if scan else {},
+        "skipped_names": list(scan.skipped_names) if scan else [],
+        "last_sync": last.isoformat(timespec="seconds") if last else None,
+        "last_sync_seconds_ago": max(0, int(now - last.timestamp())) if last else None,
+        "last_error": album.last_error if album else None,
+    }
+
+
+def _status_lines(status: dict) -> list:
+    """The lines `status` prints for one albums.txt line."""
+    lines = ["%s  %s" % (status["folder"] or "line %d" % status["line"],
+                         status["album_url"] or "(new album)")]
+    if status["mode"] == "download":
+        return lines + ["  to do: download the album into a new folder"]
+    lines.append("  synced: %s%s" % (_count(status["synced_files"], "file"),
+                                     "  (download-only)" if status["download_only"] else ""))
+    waiting = ", ".join(_count(n, noun) for noun, n in status["to_do"].items())
+    lines.append("  to do: %s" % (waiting or ("nothing that can run now (see below)"
+                                              if status["held_back"] or status["errors"]
+                                              else "nothing")))
+    lines += ["  held back: %s" % reason for reason in status["held_back"]]
+    lines += ["  %s" % message for message in status["errors"]]
+    lines += ["  refused by Imgur: %s (tried again once it changes)" % name
+              for name in status["refused"]]
+    lines += ["  cannot read: %(name)s (%(reason)s)" % u for u in status["unreadable"]]
+    if status["skipped"]:
+        lines.append("  skipped: %s" % ", ".join(
+            "%d %s" % (n, e) for e, n in status["skipped"].items()))
+    lines += ["    %s" % name for name in status["skipped_names"]]
+    if status["album"] is not None:
+        if status["last_sync"]:
+            when = dt.datetime.fromisoformat(status["last_sync"])
+            lines.append("  last sync: %s (%s)" % (when.strftime("%Y-%m-%d %H:%M"),
+                                                  _ago(status["last_sync_seconds_ago"])))
+        else:
+            lines.append("  last sync: never")
+        if status["last_error"]:
+            lines.append("  last error: %s" % status["last_error"])
     return lines
 
 
@@ -5228,6 +5667,33 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return "%.0f min" % (seconds / 60)
     return "%.1f h" % (seconds / 3600)
+def _parse_time(text: str | None):
+    """A timestamp imgurbox wrote (state.json, log.txt), in local time; None if none."""
+    if not text:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text).astimezone()
+    except (ValueError, TypeError, OverflowError):
+        return None
+
+
+def _ago(seconds: int) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            return "%s ago" % _count(seconds // size, unit)
+    return "just now"
+
+
+def _json_safe(value):
+    """A name that is not UTF-8 as its printable form (\\xNN), so that the document
+    is valid UTF-8 JSON; everything else as it is."""
+    if isinstance(value, str):
+        return printable(value) if re.search("[\ud800-\udfff]", value) else value
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def last_successful_run(home: str) -> str | None:
@@ -5336,10 +5802,13 @@ def build_parser() -> argparse.ArgumentParser:
                                "  read -rs IMGUR_REFRESH_TOKEN && export IMGUR_REFRESH_TOKEN\n"
                                "  python3 imgurbox.py auth",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands.add_parser("status", parents=[common], help="show what is synced; no network",
-                        description="Per folder: album, synced files, pending changes, "
-                                    "skipped files, last sync and error.",
-                        epilog="example: python3 imgurbox.py status")
+    status = commands.add_parser(
+        "status", parents=[common], help="show what is synced; no network",
+        description="Per folder: album, synced files, pending changes, skipped files, "
+                    "last sync and error.",
+        epilog="example: python3 imgurbox.py status --json")
+    status.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print it as one JSON document (keys: README, status --json)")
     watch = commands.add_parser(
         "watch", parents=[common], help="stay running; sync each change within seconds",
         description="Sync once, then again each time a listed folder (or albums.txt) "
@@ -5390,7 +5859,7 @@ class _Parser(argparse.ArgumentParser):
         if choice:
             message = "unknown command %r (commands: sync, auth, status; folders go in " \
                       "albums.txt)" % choice.group(1)
-        raise UsageError("%s (see `imgurbox.py --help`)" % message)
+        raise UsageError("%s (see `%s`)" % (message, help_command()))
 
 
 SYNC_ONLY_OPTIONS = ("dry_run", "verify", "rehash", "max_delete", "force", "jobs")
@@ -5402,10 +5871,10 @@ def parse_args(argv: list) -> argparse.Namespace:
         given = [name for name in SYNC_ONLY_OPTIONS if hasattr(args, name)
                  and not (args.command == "watch" and name == "jobs")]
         if given:
-            raise UsageError("--%s is an option of sync, not of %s (see `imgurbox.py --help`)"
-                             % (given[0].replace("_", "-"), args.command))
-    defaults = dict(home=None, verbose=False, quiet=False, dry_run=False, verify=False,
-                    rehash=False, max_delete=None, force=False, jobs=4)
+            raise UsageError("--%s is an option of sync, not of %s (see `%s`)"
+                             % (given[0].replace("_", "-"), args.command, help_command()))
+    defaults = dict(home=None, verbose=False, quiet=False, json=False, dry_run=False,
+                    verify=False, rehash=False, max_delete=None, force=False, jobs=4)
     for key, value in defaults.items():
         if not hasattr(args, key):
             setattr(args, key, value)
@@ -5413,11 +5882,30 @@ def parse_args(argv: list) -> argparse.Namespace:
     return args
 
 
+def command_line(home: str, *args: str) -> str:
+    """A command that runs this very imgurbox on this home, for a hint to paste into a
+    shell or a scheduler: the interpreter running now (a virtual environment's, say),
+    the script's absolute path, `--home` unless the home is the script's folder, each
+    word quoted as this platform's shell needs."""
+    script = os.path.abspath(__file__)
+    words = [sys.executable or ("py" if IS_WINDOWS else "python3"), script]
+    if folder_key(home) != folder_key(os.path.dirname(script)):
+        words += ["--home", home]
+    words += args
+    if IS_WINDOWS:
+        import subprocess
+        return subprocess.list2cmdline(words)
+    import shlex
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def help_command() -> str:
+    return command_line(os.path.dirname(os.path.abspath(__file__)), "--help")
+
+
 def auth_command(home: str) -> str:
     """The command that authorizes this very home, for messages."""
-    script_folder = os.path.dirname(os.path.abspath(__file__))
-    named = folder_key(home) != folder_key(script_folder)
-    return "python3 imgurbox.py%s auth" % (' --home "%s"' % home if named else "")
+    return command_line(home, "auth")
 
 
 def require_writable(home: str) -> None:
@@ -5499,7 +5987,7 @@ def main(argv: list | None = None) -> int:
     try:
         env = Environment.read(os.environ)      # the only read of the environment
     except UsageError as e:
-        Output(0, None, no_color=True).error(str(e))
+        Output(0, None, no_color=True).error(*e.lines())
         return EXIT_USAGE
     out = Output(0, None, env.no_color)
     saved = ""                                  # what an interruption message adds
@@ -5513,7 +6001,7 @@ def main(argv: list | None = None) -> int:
         if hasattr(signal, "SIGTERM"):
             signal.signal(signal.SIGTERM, _on_sigterm)
         if args.command == "status":
-            return run_status(home, out)
+            return run_status(home, out, as_json=args.json)
         if args.command == "auth":
             require_writable(home)
             return run_auth(home, out, log, env)
@@ -5537,7 +6025,7 @@ def main(argv: list | None = None) -> int:
                                        saved))
         return e.exit_code
     except ImgurboxError as e:
-        out.error(str(e))
+        out.error(*e.lines())
         return e.exit_code
     except BrokenPipeError:                 # `imgurbox.py status | head`: reader left
         try:
@@ -5550,7 +6038,8 @@ def main(argv: list | None = None) -> int:
         return EXIT_FAILED
     except Exception:
         import traceback
-        out.error("internal error (please report it):\n" + redact(traceback.format_exc()))
+        out.error("internal error (please report it):",
+                  *traceback.format_exc().rstrip("\n").split("\n"))
         return EXIT_FAILED
 
 

@@ -398,12 +398,37 @@ def test_sync_without_credentials_in_a_terminal_offers_auth_then_syncs(home, fak
     session.client()
     session.route("1")
     session.refresh_token(fake.issue_tokens()["refresh_token"])
+    # Someone is there: the plan's summary, and a question before anything is uploaded.
+    session.expect(r"This sync would upload 1 file into 1 new album: 12 credits\.")
+    session.answer(r"Sync now\? \[Y/n, or d to see every action first\] ", "")
     code = session.finish()
     assert code == 0, session.transcript
     assert "Authorized as alice" in session.transcript
     assert "+ upload" in session.transcript
     assert len(done_uploads(fake)) == 1
     assert_saved_and_valid(home, fake)
+    scan(home, fake, transcript=session.transcript)
+
+
+def test_after_an_offered_auth_the_plan_can_be_seen_or_the_sync_declined(home, fake):
+    folder = home.folder("Trip", {"a.jpg": jpeg(1), "b.jpg": jpeg(2)})
+    home.write_albums(f"{folder}\n")
+    session = Session(home, "sync")
+    session.answer(r"(?i)auth.*\?[^\n]*", "y")
+    session.client()
+    session.route("1")
+    session.refresh_token(fake.issue_tokens()["refresh_token"])
+    session.answer(r"Sync now\?[^\n]*\] ", "d")                # the dry run's lines
+    session.expect(r"\+ upload Trip/a\.jpg")
+    session.expect(r"plan: 4 requests, 22 credits")
+    session.answer(r"Sync now\?[^\n]*\] ", "n")
+    session.expect(r"nothing was changed; see every action first with `[^`]+ --dry-run`")
+    code = session.finish()
+    assert code == 0, session.transcript
+    assert [r for r in fake.api_requests() if r.method != "GET"
+            and not r.path.startswith("/oauth2/")] == [], fake.api_requests()
+    assert (home.path / "credentials.json").exists()          # the auth itself is kept
+    assert home.state() is None
     scan(home, fake, transcript=session.transcript)
 
 

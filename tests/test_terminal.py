@@ -8,11 +8,16 @@ pty, stderr on another, so the two streams stay apart) or piped, against the fak
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pty
 import re
 import select
+import shlex
+import shutil
 import struct
+import subprocess
+import sys
 import termios
 import time
 from typing import NamedTuple
@@ -20,6 +25,7 @@ from typing import NamedTuple
 import pytest
 
 from imagefiles import jpeg
+from conftest import IMGURBOX, REPO, Home
 from mirror_check import done_uploads
 
 class Result(NamedTuple):
@@ -40,13 +46,25 @@ MIB = 1024 * 1024
 
 def run_in_pty(home, *args, env=None, timeout=60) -> Result:
     """Run imgurbox with stdin+stdout on one pty (100 columns) and stderr on another."""
+    code, out, err = _run_on_ptys(home, args, env, timeout, shared=False)
+    return Result(code, out.replace("\r\n", "\n"), err.replace("\r\n", "\n"))
+
+
+def run_in_terminal(home, *args, env=None, timeout=60) -> tuple:
+    """Run imgurbox with stdin, stdout and stderr on one pty (100 columns), as in a
+    terminal window; returns (exit code, everything it wrote, as the terminal got it)."""
+    code, out, _ = _run_on_ptys(home, args, env, timeout, shared=True)
+    return code, out
+
+
+def _run_on_ptys(home, args, env, timeout, shared: bool) -> tuple:
     env = {"TERM": "xterm", "COLUMNS": "100", "NO_COLOR": None, **(env or {})}
     out_master, out_slave = pty.openpty()
     err_master, err_slave = pty.openpty()
     for fd in (out_slave, err_slave):
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
-    proc = home.start(*args, env=env, stdin=out_slave, stdout=out_slave, stderr=err_slave,
-                      close_fds=True)
+    proc = home.start(*args, env=env, stdin=out_slave, stdout=out_slave,
+                      stderr=out_slave if shared else err_slave, close_fds=True)
     os.close(out_slave)
     os.close(err_slave)
     chunks = {out_master: [], err_master: []}
@@ -75,9 +93,79 @@ def run_in_pty(home, *args, env=None, timeout=60) -> Result:
             proc.wait()
         for fd in chunks:
             os.close(fd)
-    text = {fd: b"".join(parts).decode("utf-8", "replace").replace("\r\n", "\n")
-            for fd, parts in chunks.items()}
-    return Result(code, text[out_master], text[err_master])
+    text = {fd: b"".join(parts).decode("utf-8", "replace") for fd, parts in chunks.items()}
+    return code, text[out_master], text[err_master]
+
+
+CSI = re.compile(r"\x1b\[([0-9;?]*)([A-Za-z])|\x1b[^\[]")
+
+
+def screen(raw: str, columns: int = 100) -> list:
+    """The lines a terminal shows (scrollback included) once it has been sent ``raw``.
+
+    A tiny VT100: printable characters overwrite at the cursor and wrap at ``columns``;
+    CR, LF (the pty already made each "\\n" a CR LF), backspace, cursor up/down/right/
+    left (CSI A B C D), erase in line (CSI K) and erase below (CSI J) are obeyed;
+    colours and any other escape change nothing on the screen."""
+    rows, row, col = [[]], 0, 0
+    position = 0
+    while position < len(raw):
+        char = raw[position]
+        if char == "\x1b":
+            m = CSI.match(raw, position)
+            position = m.end() if m else position + 1
+            if not m or m.group(2) is None:
+                continue
+            n = int(m.group(1) or "1") if m.group(1).isdigit() else 0
+            op = m.group(2)
+            if op == "A":
+                row = max(0, row - n)
+            elif op == "B":
+                row += n
+            elif op == "C":
+                col = min(columns - 1, col + n)
+            elif op == "D":
+                col = max(0, col - n)
+            elif op == "K":
+                mode = int(m.group(1) or "0")
+                line = rows[row] if row < len(rows) else []
+                if mode == 0:
+                    del line[col:]
+                elif mode == 1:
+                    line[:col + 1] = [" "] * min(len(line), col + 1)
+                else:
+                    line.clear()
+            elif op == "J":
+                mode = int(m.group(1) or "0")
+                if mode == 0 and row < len(rows):
+                    del rows[row][col:]
+                    del rows[row + 1:]
+            continue
+        position += 1
+        if char == "\r":
+            col = 0
+        elif char == "\n":
+            row += 1
+        elif char == "\b":
+            col = max(0, col - 1)
+        elif char >= " ":
+            if col >= columns:
+                row, col = row + 1, 0
+            while len(rows) <= row:
+                rows.append([])
+            line = rows[row]
+            line.extend(" " * (col - len(line)))
+            if col < len(line):
+                line[col] = char
+            else:
+                line.append(char)
+            col += 1
+        while len(rows) <= row:
+            rows.append([])
+    lines = ["".join(line).rstrip() for line in rows]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
 
 
 def piped(home, *args, env=None) -> Result:
@@ -530,3 +618,346 @@ def test_status_counts_each_folders_own_changes_and_lists_skipped_files(home, fa
     assert "to do: 1 deletion, 1 replacement" in cats_block, result.stdout
     assert "to do: 1 new album, 1 upload" in dogs_block, result.stdout
     assert "skipped: 1 .heic" in dogs_block and "IMG_1.HEIC" in dogs_block, result.stdout
+
+
+# --------------------------------------------------------------------------- whole lines, progress
+
+METER = re.compile(r"^(hash|upload|download) +\d+%(\|.*\|)? \d[\d,]*/[\d,]+ files, ")
+
+
+def test_no_line_begins_inside_a_progress_bar(home, fake):
+    """stdout and stderr on one terminal, as in a window: the action lines (stdout) and a
+    warning (stderr) printed while bars are drawn each show as a whole line, and no bar
+    is left on the screen."""
+    home.write_credentials()
+    folder = home.folder("Trip", {f"p{i}.jpg": jpeg(i) + b"\0" * 50000 for i in range(8)})
+    home.write_albums(f"{folder}\n")
+    fake.latency = 0.05
+    fake.add_fault("status", method="POST", path=r"^/3/image$", code=400, count=1,
+                   message="File type invalid (1)")
+    changed = []
+
+    def edit_the_last_file(phase, request):
+        if phase == "before" and request.path == "/3/image" and not changed:
+            changed.append(True)
+            (folder / "p7.jpg").write_bytes(jpeg(999))     # "changed since the scan"
+    fake.on_request = edit_the_last_file
+    code, raw = run_in_terminal(home, "sync", "--jobs", "2")
+    fake.on_request = None
+    assert code == 1, raw
+    assert "%|" in raw, "no progress was drawn"
+    lines = screen(raw)
+    for line in lines:                  # no bar, nor a piece of one, is left
+        assert not BAR.search(line) and not METER.match(line), (line, lines)
+        assert " files, " not in line and "ETA" not in line, (line, lines)
+        assert "  * Trip/" not in line, (line, lines)
+    actions = [line for line in lines if re.search(r"[+!] (upload|failed) Trip/", line)]
+    assert len(actions) == 7, lines                        # 6 uploaded, 1 refused
+    for line in actions:
+        assert re.fullmatch(r"\+ upload Trip/p\d\.jpg|! failed Trip/p\d\.jpg: Imgur refused "
+                            r"the file \(File type invalid \(1\)\); it is retried once it "
+                            r"changes", line), (line, lines)
+    warnings = [line for line in lines if "changed since the scan" in line]
+    assert [w for w in warnings] == ["warning: Trip/p7.jpg changed since the scan: it "
+                                     "waits for the next run"], lines
+    assert lines[-1].startswith("6 uploaded, 1 new album, 1 failed"), lines
+
+
+def meter_lines(raw: str, title: str) -> list:
+    """Every drawing of a phase's meter line, in order (escapes and CRs removed)."""
+    found = []
+    for piece in re.split(r"[\r\n]", SGR.sub("", raw)):
+        piece = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", piece)
+        if re.match(rf"{title} +\d+%", piece):
+            found.append(piece)
+    return found
+
+
+def test_progress_shows_totals_from_the_start_of_each_phase(home, fake):
+    home.write_credentials()
+    files = {f"p{i}.jpg": jpeg(i) + b"\0" * 100000 for i in range(5)}
+    folder = home.folder("Trip", files)
+    home.write_albums(f"{folder}\n")
+    fake.latency = 0.05
+    result = run_in_pty(home, "sync", "--jobs", "2")
+    assert result.code == 0, result
+    total = sum(len(data) for data in files.values())
+
+    hashing = meter_lines(result.stderr, "hash")
+    assert hashing, result.stderr
+    # Its first drawing already has the totals: files and bytes, percentage and ETA.
+    assert re.match(r"hash +0%\|.*\| 0/5 files, 0 B/\d+\.\d KiB, .*/s, ETA ", hashing[0]), hashing
+    assert f"{total / 1024:.1f} KiB" in hashing[0], (hashing[0], total)
+
+    uploading = meter_lines(result.stderr, "upload")
+    assert uploading and re.match(r"upload +0%\|.*\| 0/5 files, 0 B/", uploading[0]), uploading
+    assert any(re.search(r"[1-5]/5 files, .+ KiB/.+ KiB, [\d.]+ (?:B|KiB|MiB)/s, ETA \d+:\d\d", line)
+               for line in uploading), uploading
+    # The files in flight are named below the meter, like rclone -P.
+    assert re.search(r"\n  \* Trip/p\d\.jpg: \d+% of \d+\.\d KiB", result.stderr), result.stderr
+    assert not BAR.search(result.stdout)
+
+
+def test_no_progress_when_piped_even_for_a_big_phase(home, fake):
+    home.write_credentials()
+    folder = home.folder("Trip", {f"p{i}.jpg": jpeg(i) for i in range(3)})
+    home.write_albums(f"{folder}\n")
+    result = piped(home, "sync")
+    assert result.code == 0, result
+    assert "files, " not in result.stderr and "%|" not in result.stderr, result
+
+
+def test_verbose_names_each_file_read_and_why(home, fake):
+    folder = new_home(home, files=3)
+    for path in folder.iterdir():       # long before the scan: trusted on their stat data
+        os.utime(path, ns=(10 ** 18, 10 ** 18))
+    first = piped(home, "-v", "sync")
+    assert first.code == 0, first
+    for i in range(3):
+        assert f"  read {folder / f'p{i}.jpg'} (new)" in first.stdout.splitlines(), first
+    time.sleep(0.01)
+    (folder / "p1.jpg").write_bytes(jpeg(41) + b"longer")
+    os.utime(folder / "p1.jpg", ns=(10 ** 18, 10 ** 18))
+    os.utime(folder / "p2.jpg", ns=(10 ** 18, 10 ** 18 + 10 ** 9))
+    second = piped(home, "-v", "sync")
+    assert second.code == 0, second
+    read = [line for line in second.stdout.splitlines() if line.startswith("  read ")]
+    assert read == [f"  read {folder / 'p1.jpg'} (size changed)",
+                    f"  read {folder / 'p2.jpg'} (modified)"], second.stdout
+    rehash = piped(home, "-v", "sync", "--rehash")
+    assert sum("(--rehash)" in line for line in rehash.stdout.splitlines()) == 3, rehash
+    quiet = piped(home, "sync", "--rehash")
+    assert "  read " not in quiet.stdout
+
+
+# --------------------------------------------------------------------------- dry run = real run
+
+ANY_ACTION = re.compile(r"^([*+\-~><!=@]) (.*)$")
+
+
+def normalised_actions(stdout: str) -> list:
+    """Every action line, with an album's link or "(new album)" as <album>."""
+    found = []
+    for line in stdout.splitlines():
+        m = ANY_ACTION.match(line)
+        if m:
+            found.append(re.sub(r"https://imgur\.com/a/\w+|\(new album\)", "<album>", line))
+    return found
+
+
+def readme_symbols() -> set:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    table = readme.split("| symbol | action |", 1)[1].split("\n\n", 1)[0]
+    return set(re.findall(r"^\| `(.)` \|", table, re.M))
+
+
+def test_dry_run_prints_every_action_as_the_real_run_does(home, fake):
+    home.write_credentials()
+    a = home.folder("A", {f"a{i}.jpg": jpeg(i) for i in range(6)})
+    b = home.folder("B", {"b0.jpg": jpeg(10)})
+    home.write_albums(f"{a}\n{b}\n")
+    assert piped(home, "sync").code == 0
+    os.rename(a / "a0.jpg", a / "a0-renamed.jpg")              # = rename
+    (a / "a1.jpg").write_bytes(jpeg(101))                      # ~ replace
+    (a / "a2.jpg").unlink()                                    # - delete
+    os.rename(a / "a3.jpg", b / "a3.jpg")                      # > move
+    (a / "new.jpg").write_bytes(jpeg(102))                     # + upload
+    c = home.folder("C", {"c0.jpg": jpeg(20)})                 # * new album
+    d = home.folder("D", {"d0.jpg": jpeg(30), "d1.jpg": jpeg(31)})
+    remote = fake.create_album("alice", "Remote D", image_ids=[
+        fake.create_image("alice", jpeg(30), name="d0.jpg"),   # @ adopt
+        fake.create_image("alice", jpeg(32), name="r1.jpg")])  # < download
+    other = fake.create_album("alice", "Elsewhere", image_ids=[
+        fake.create_image("alice", jpeg(40), name="e0.jpg")])  # * link, < download
+    home.write_albums(f"{a}\n{b}\n{c}\n{d} -> https://imgur.com/a/{remote}\n{other}\n")
+
+    dry = piped(home, "--dry-run")
+    assert dry.code == 0, dry
+    real = piped(home, "sync")
+    assert real.code == 0, real
+    planned, done = normalised_actions(dry.stdout), normalised_actions(real.stdout)
+    # Grouped by album in the plan, in execution order in the run: the same lines.
+    assert sorted(planned) == sorted(done), (dry.stdout, real.stdout)
+    assert {line[0] for line in done} == set("*=~->+@<"), done
+    assert "= rename A/a0.jpg -> A/a0-renamed.jpg" in done
+    assert "> move A/a3.jpg -> B/a3.jpg" in done
+    assert any(re.fullmatch(r"@ adopt D/d0\.jpg as image \w+", line) for line in done), done
+    assert "< download D/r1.jpg" in done and "< download Elsewhere/e0.jpg" in done, done
+    assert "* album C <album>" in done and "* album Elsewhere <album>" in done, done
+    assert {line[0] for line in planned} <= readme_symbols(), readme_symbols()
+
+
+def test_dry_run_counts_credits_in_the_right_number(home, fake):
+    home.write_credentials()
+    a = home.folder("A", {f"a{i}.jpg": jpeg(i) for i in range(4)})
+    home.write_albums(f"{a}\n")
+    assert piped(home, "sync").code == 0
+    (a / "a0.jpg").unlink()
+    dry = piped(home, "--dry-run")
+    assert dry.code == 0, dry
+    assert re.search(r"\): 1 request, 1 credit$", dry.stdout, re.M), dry.stdout
+    assert "plan: 1 request, 1 credit" in dry.stdout, dry.stdout
+    assert "1 credits" not in dry.stdout and "1 requests" not in dry.stdout, dry.stdout
+
+
+# --------------------------------------------------------------------------- hints and intents
+
+def test_exit_5_hint_is_the_command_to_paste_and_it_works(tmp_path, fake):
+    """The interpreter running (a venv's), the script's absolute path, --home for a home
+    that is not the script's folder, quoted for the shell: pasted as shown, it works."""
+    home = Home(tmp_path / "my home", tmp_path / "photos", fake)
+    folder = home.folder("Trip", {"a.jpg": jpeg(1)})
+    home.write_albums(f"{folder}\n")
+    result = home.run("sync")
+    assert result.code == 5, result
+    expected = shlex.join([sys.executable, str(IMGURBOX), "--home", str(home.path), "auth"])
+    assert f"`{expected}`" in result.stderr, result.stderr
+    tokens = fake.issue_tokens()
+    pasted = subprocess.run(["sh", "-c", expected], capture_output=True, text=True,
+                            env=home.env({"IMGUR_CLIENT_ID": "test-client-id",
+                                          "IMGUR_CLIENT_SECRET": "test-client-secret",
+                                          "IMGUR_REFRESH_TOKEN": tokens["refresh_token"]}),
+                            stdin=subprocess.DEVNULL, cwd="/")
+    assert pasted.returncode == 0, pasted
+    assert "Authorized as alice" in pasted.stdout
+    assert home.run("sync").code == 0
+
+
+def test_a_bad_flag_points_at_help_that_can_be_pasted(home, fake):
+    result = piped(home, "--bogus")
+    assert result.code == 2
+    assert f"`{shlex.join([sys.executable, str(IMGURBOX), '--help'])}`" in result.stderr
+
+
+def test_deleted_folder_offers_each_intent_and_the_summary_names_it(home, fake):
+    home.write_credentials()
+    cats = home.folder("Cats", {"c.jpg": jpeg(1)})
+    garden = home.folder("Garden", {"g.jpg": jpeg(2)})
+    home.write_albums(f"{cats}\n{garden}\n")
+    assert piped(home, "sync").code == 0
+    shutil.rmtree(garden)
+    result = piped(home, "sync")
+    assert result.code == 1, result
+    assert "If you deleted it on purpose, remove line 2 of albums.txt to stop syncing it " \
+           "(its album stays on Imgur)" in result.stderr, result.stderr
+    assert "reconnect the drive" in result.stderr and "new path on line 2" in result.stderr
+    assert "1 failed: Garden (unavailable)" in summary_line(result.stdout), result.stdout
+
+
+def test_delete_guard_hint_is_a_command_to_paste(home, fake):
+    home.write_credentials()
+    folder = home.folder("Trip", {f"p{i}.jpg": jpeg(i) for i in range(4)})
+    home.write_albums(f"{folder}\n")
+    assert piped(home, "sync").code == 0
+    for i in range(3):
+        (folder / f"p{i}.jpg").unlink()
+    result = piped(home, "sync")
+    assert result.code == 1, result
+    command = shlex.join([sys.executable, str(IMGURBOX), "--home", str(home.path),
+                          "--max-delete", "3"])
+    assert f"`{command}`" in result.stderr, result.stderr
+    pasted = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                            env=home.env(), stdin=subprocess.DEVNULL)
+    assert pasted.returncode == 0, pasted
+    assert pasted.stdout.count("- delete Trip/") == 3, pasted.stdout
+
+
+# --------------------------------------------------------------------------- the hourly limit
+
+def test_a_big_first_sync_says_how_long_the_hourly_limit_makes_it(home, fake):
+    fake.user_limit = 500                              # Imgur's: about 50 uploads an hour
+    home.write_credentials()
+    folder = home.folder("Big", {f"p{i:03}.jpg": jpeg(i) for i in range(120)})
+    home.write_albums(f"{folder}\n")
+    dry = piped(home, "--dry-run")
+    assert dry.code == 0, dry
+    assert "120 uploads: about 3 hours at Imgur's ~50 uploads an hour; schedule hourly " \
+           "runs" in dry.stdout, dry.stdout
+    real = piped(home, "sync", "--jobs", "1")
+    assert real.code == 4, real
+    uploaded = count_in(summary_line(real.stdout), "uploaded")
+    assert 40 <= uploaded < 50 and uploaded == len(done_uploads(fake)), real
+    left = 120 - uploaded
+    assert f"{left} uploads left: about 2 hours at Imgur's ~50 uploads an hour; " \
+           "schedule hourly runs" in real.stderr, real.stderr
+
+
+def test_a_small_sync_gives_no_hours(home, fake):
+    new_home(home, files=3)
+    dry = piped(home, "--dry-run")
+    assert dry.code == 0 and "uploads an hour" not in dry.stdout, dry
+
+
+# --------------------------------------------------------------------------- status: time, --json
+
+STATUS_KEYS = {"line", "folder", "album", "album_url", "mode", "download_only", "synced_files",
+               "to_do", "held_back", "errors", "refused", "unreadable", "skipped",
+               "skipped_names", "last_sync", "last_sync_seconds_ago", "last_error"}
+
+
+def status_json(home, fake, env=None) -> dict:
+    fake.reset_requests()
+    before = snapshot(home.path, home.photos)
+    result = piped(home, "status", "--json", env=env)
+    assert result.code == 0, result
+    assert fake.requests == [] and snapshot(home.path, home.photos) == before
+    assert result.stdout.isascii(), result.stdout
+    return json.loads(result.stdout)                     # one document, nothing else
+
+
+def test_status_shows_local_time_and_how_long_ago(home, fake):
+    import datetime as dt
+    new_home(home, files=2)
+    assert piped(home, "sync").code == 0
+    three_hours_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=3, minutes=5)
+    state = json.loads((home.path / "state.json").read_text(encoding="utf-8"))
+    for album in state["albums"].values():
+        album["last_sync"] = three_hours_ago.isoformat(timespec="seconds")
+    (home.path / "state.json").write_text(json.dumps(state), encoding="utf-8")
+    (home.path / "log.txt").unlink()                     # its "sync ok" line is newer
+    tokyo = {"TZ": "Asia/Tokyo"}
+    shown = piped(home, "status", env=tokyo)
+    assert shown.code == 0, shown
+    local = three_hours_ago.astimezone(dt.timezone(dt.timedelta(hours=9)))
+    assert f"  last sync: {local:%Y-%m-%d %H:%M} (3 hours ago)" in shown.stdout, shown.stdout
+    document = status_json(home, fake, env=tokyo)
+    folder = document["folders"][0]
+    assert folder["last_sync"] == local.isoformat(timespec="seconds"), folder
+    assert folder["last_sync"].endswith("+09:00")
+    assert 3 * 3600 + 5 * 60 <= folder["last_sync_seconds_ago"] < 3 * 3600 + 10 * 60
+
+
+def test_status_json_has_the_documented_keys(home, fake):
+    folder = new_home(home, files=3)
+    before = status_json(home, fake)
+    assert set(before) == {"imgurbox", "home", "folders", "pending_operations"}
+    assert before["home"] == str(home.path) and before["pending_operations"] == 0
+    [entry] = before["folders"]
+    assert set(entry) == STATUS_KEYS, set(entry) ^ STATUS_KEYS
+    assert entry["folder"] == str(folder) and entry["album"] is None and entry["line"] == 1
+    assert entry["to_do"] == {"new album": 1, "upload": 3}, entry
+    assert entry["skipped"] == {".heic": 1} and entry["skipped_names"] == ["IMG_0001.HEIC"]
+    assert entry["last_sync"] is None and entry["synced_files"] == 0
+
+    assert piped(home, "sync").code == 0
+    (folder / "p0.jpg").unlink()
+    (folder / f"odd\x1b]52;c;eA==\x07\u202e.txt").write_bytes(b"x")
+    after = status_json(home, fake)
+    [entry] = after["folders"]
+    assert entry["album_url"] == f"https://imgur.com/a/{entry['album']}"
+    assert entry["synced_files"] == 3 and entry["to_do"] == {"deletion": 1}, entry
+    assert f"odd\x1b]52;c;eA==\x07\u202e.txt" in entry["skipped_names"], entry
+    assert entry["last_sync"] and entry["last_sync_seconds_ago"] < 600
+    # The README documents every key.
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for key in STATUS_KEYS | set(after):
+        assert f"`{key}`" in readme, key
+
+
+def test_an_empty_new_folder_is_said_to_start_an_empty_album(home, fake):
+    home.write_credentials()
+    folder = home.folder("Empty")
+    home.write_albums(f"{folder}\n")
+    result = piped(home, "--dry-run")
+    assert result.code == 0, result
+    assert f"warning: {folder} holds no photo yet: its album starts empty" in result.stderr
