@@ -10,6 +10,8 @@ nothing and a different photo with an old name is never mistaken for a move.
     python3 imgurbox.py                 # sync (the default command)
     python3 imgurbox.py --dry-run       # show the plan and its credit cost, change nothing
     python3 imgurbox.py status          # what is synced and what is waiting; no network
+    python3 imgurbox.py links --format markdown   # every synced image's link; no network
+    python3 imgurbox.py captions on     # photos' own captions become Imgur descriptions
 
 albums.txt lines:  PATH  |  ALBUM (ID or imgur.com URL)  |  PATH -> ALBUM
 Exit codes: 0 in sync, 1 items failed or held back, 2 bad usage or file, 3 locked,
@@ -42,6 +44,7 @@ import threading
 import time
 import unicodedata
 import urllib.parse
+import zlib
 from typing import Callable, NamedTuple
 
 # Heavy imports (requests, imgurpython, requests_toolbelt) happen only when a run
@@ -73,6 +76,7 @@ JOURNAL_FILE = "state.journal"
 # restored or lost state.json can be told from a current one (README, "Reliability").
 RUN_COUNTER_FILE = "run-counter"
 CREDENTIALS_FILE = "credentials.json"
+SETTINGS_FILE = "settings.json"      # lasting choices: `imgurbox.py captions on|off`
 LOG_FILE = "log.txt"
 LOCK_FILE = "imgurbox.lock"
 LOG_MAX_BYTES = 1024 * 1024
@@ -93,7 +97,13 @@ HOME_FILE_NAMES = frozenset(name.casefold() for name in (
 STATE_VERSION = 1
 # One file's record in state.json is a row, not a dict: 20,000 rows parse several times
 # faster than 20,000 dicts, and a no-op run is mostly "load state, walk folders".
-FILE_FIELDS = ("name", "image_id", "hash", "size", "mtime_ns", "inode")
+FILE_FIELDS = ("name", "image_id", "hash", "size", "mtime_ns", "inode", "hash_version",
+               "link", "caption")
+# The definition of the content hash (README, "Which files"). 1 counted all of EXIF; 2
+# counts only its orientation. A record keeps the version its hash was made with, so a
+# new definition migrates the state without a re-upload (scan_folder, content_matches).
+HASH_VERSION = 2
+OLD_HASH_VERSION = 1
 
 IMAGE_EXTENSIONS = frozenset("jpg jpeg jpe png apng gif tif tiff bmp".split())
 MAX_IMAGE_BYTES = 20 * 1000 * 1000
@@ -360,6 +370,23 @@ class FileRecord(NamedTuple):
     size: int
     mtime_ns: int
     inode: int
+    hash_version: int = HASH_VERSION   # the content hash's definition (HASH_VERSION)
+    link: str = ""                     # the direct link Imgur answered; "" not known yet
+    # The caption Imgur's description is in line with: the one sent with the upload or
+    # the last caption update, or the local caption when the image was downloaded or
+    # adopted. None: not known (recorded while captions were off, or before captions).
+    caption: str | None = None
+
+
+def file_record(values) -> FileRecord:
+    """A record from a state row or a journal line. One written before hash versions
+    (five values) holds a hash of the first definition."""
+    values = list(values)
+    if len(values) == len(FileRecord._fields):
+        return FileRecord._make(values)
+    if len(values) == 5:
+        values.append(OLD_HASH_VERSION)
+    return FileRecord(*values)
 
 
 @dataclasses.dataclass
@@ -409,6 +436,10 @@ class ScannedFile(NamedTuple):
     mtime_ns: int
     inode: int
     hash: str | None                   # None: the file could not be read this run
+    # While the state still holds records of the previous hash definition: this file's
+    # hash under it, so that it matches those records too (README, "Which files").
+    old_hash: str | None = None
+    caption: str | None = None         # the photo's own caption; None: not read this run
 
 
 @dataclasses.dataclass
@@ -435,6 +466,7 @@ class ToRead(NamedTuple):
     inode: int
     extension: str
     why: str
+    old_hash: str | None = None        # a record of the first definition its stat vouches for
 
 
 @dataclasses.dataclass
@@ -447,6 +479,7 @@ class RemoteImage:
     size: int = 0
     width: int = 0
     height: int = 0
+    description: str | None = None
 
 
 @dataclasses.dataclass
@@ -647,6 +680,7 @@ class Adopt(Action):
     """A remote image taken as the copy of a local file with that name: no transfer."""
     file: ScannedFile = None
     image_id: str = ""
+    link: str = ""
     order = 3
     requests = credits = 0
     symbol, verb, noun = "@", "adopt", "adoption"
@@ -688,6 +722,16 @@ class Repair(Action):
 
 
 @dataclasses.dataclass
+class UpdateCaption(Action):
+    """The photo's own caption is not the image's description (captions on): one image
+    update, no re-upload; the link stays."""
+    file: ScannedFile = None
+    caption: str = ""
+    order = 7
+    symbol, verb, noun = "&", "caption", "caption update"
+
+
+@dataclasses.dataclass
 class Held:
     """Work the safety rules hold back this run (exit 1)."""
     album: str
@@ -706,6 +750,10 @@ class Plan:
     refused: list = dataclasses.field(default_factory=list)     # (folder, name)
     needs_remote: set = dataclasses.field(default_factory=set)  # album IDs to GET
     notes: list = dataclasses.field(default_factory=list)       # (folder, warning)
+    # What a --verify listing told of an image without a change on Imgur (its link, or
+    # that its description is in line): (album ID, name, image ID, {field: value}),
+    # recorded by finish_state.
+    learnt: list = dataclasses.field(default_factory=list)
 
     @property
     def requests(self) -> int:
@@ -1075,18 +1123,27 @@ def check_fields(what: str, value, kinds: dict, required: bool = True) -> dict:
 
 
 def file_records(what: str, rows: list) -> dict:
-    """name -> FileRecord from rows [name, image_id, hash, size, mtime_ns, inode]
-    (FILE_FIELDS); ValueError for a row of another shape. Written out for speed: a
-    no-op run loads every row of a large library."""
-    records = {}
+    """name -> FileRecord from rows [name, image_id, hash, size, mtime_ns, inode,
+    hash_version, link, caption] (FILE_FIELDS), or the six-value rows saved before hash
+    versions, links and captions (their hashes are of the first definition); ValueError
+    for a row of another shape. Written out for speed: a no-op run loads every row of a
+    large library."""
+    records, make, full = {}, tuple.__new__, len(FILE_FIELDS)
     for row in rows:
-        if type(row) is not list or len(row) != 6:
+        if type(row) is not list or len(row) not in (6, full):
             raise ValueError("%s: a file row is not [%s]" % (what, ", ".join(FILE_FIELDS)))
-        name, image_id, content, size, mtime_ns, inode = row
+        name, image_id, content, size, mtime_ns, inode = row[:6]
         if type(name) is not str or type(image_id) is not str or type(content) is not str \
                 or type(size) is not int or type(mtime_ns) is not int or type(inode) is not int:
             raise ValueError("%s: a file row is not [%s]" % (what, ", ".join(FILE_FIELDS)))
-        records[name] = FileRecord(image_id, content, size, mtime_ns, inode)
+        if len(row) == 6:
+            records[name] = FileRecord(image_id, content, size, mtime_ns, inode,
+                                       OLD_HASH_VERSION)
+            continue
+        if type(row[6]) is not int or type(row[7]) is not str or \
+                not (row[8] is None or type(row[8]) is str):
+            raise ValueError("%s: a file row is not [%s]" % (what, ", ".join(FILE_FIELDS)))
+        records[name] = make(FileRecord, row[1:])
     return records
 
 
@@ -1367,13 +1424,13 @@ class StateStore:
                 for key, value in entry["fields"].items():
                     setattr(album, key, value)
         elif op == "file":
-            album.files[entry["name"]] = FileRecord(*entry["record"])
+            album.files[entry["name"]] = file_record(entry["record"])
         elif op == "unfile":
             record = album.files.get(entry["name"])
             if record is not None and record.image_id == entry["image_id"]:
                 del album.files[entry["name"]]
         elif op == "refile":
-            moved = FileRecord(*entry["record"])
+            moved = file_record(entry["record"])
             old = album.files.get(entry["name"])
             if old is not None and old.image_id == moved.image_id:
                 del album.files[entry["name"]]
@@ -1475,12 +1532,19 @@ class StateStore:
         self._record({"op": "restore_checked", "album": album_id})
 
     def touch_stat(self, album_id: str, name: str, record: FileRecord) -> None:
-        """Stat-only changes: kept in memory, written with state.json (not journaled:
-        losing them costs a re-hash, never a request)."""
+        """Changes of stat data, hash definition or what a --verify learnt: kept in
+        memory, written with state.json (not journaled: losing them costs a re-hash or
+        another --verify, never a request)."""
         self.albums[album_id].files[name] = record
         self.dirty = True
 
     # -- queries ------------------------------------------------------------------
+
+    def holds_old_hashes(self) -> bool:
+        """Whether a record still holds a hash of the previous definition: files read
+        this run then get both hashes (scan_folder)."""
+        return any(record.hash_version != HASH_VERSION for album in self.albums.values()
+                   for record in album.files.values())
 
     def known_image_ids(self) -> set:
         with self._lock:
@@ -1500,34 +1564,80 @@ class StateStore:
 
 
 ###############################################################################
+# Settings: settings.json, the choices that last (`imgurbox.py captions on|off`)
+###############################################################################
+
+@dataclasses.dataclass
+class Settings:
+    captions: bool = False             # photos' own captions become Imgur descriptions
+
+
+def read_settings(home: str) -> Settings:
+    """settings.json (absent: the defaults); a damaged one is a UsageError naming it."""
+    path = os.path.join(home, SETTINGS_FILE)
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"))
+        if not isinstance(data, dict) or not isinstance(data.get("captions", False), bool):
+            raise ValueError("not an object of settings")
+    except FileNotFoundError:
+        return Settings()
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UsageError("%s is damaged (%s): fix it, or delete it and run `imgurbox.py "
+                         "captions on` or `off` again" % (path, e))
+    except OSError as e:
+        raise UsageError("cannot read %s: %s" % (path, e.strerror))
+    return Settings(captions=data.get("captions", False))
+
+
+def write_settings(home: str, settings: Settings) -> None:
+    data = json.dumps(dataclasses.asdict(settings), indent=2) + "\n"
+    write_atomically(os.path.join(home, SETTINGS_FILE), data.encode("utf-8"), mode=0o600)
+
+
+###############################################################################
 # Folder scan and content hash
 ###############################################################################
 
 _JPEG_XMP_HEADERS = (b"http://ns.adobe.com/xap/1.0/\x00", b"http://ns.adobe.com/xmp/extension/\x00")
+_JPEG_EXIF_HEADER = b"Exif\x00\x00"
 _PNG_METADATA_CHUNKS = frozenset([b"tEXt", b"zTXt", b"iTXt", b"tIME"])
+_PNG_XMP_KEYWORD = b"XML:com.adobe.xmp"
+_EXIF_MAX_BYTES = 1024 * 1024          # a larger PNG eXIf chunk is hashed, not parsed
+_TIFF_ORIENTATION = 0x0112
+_TIFF_IMAGE_DESCRIPTION = 0x010E
+_TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
 
 
 class _NotThatFormat(Exception):
     """The file does not parse as its extension says: hash it whole."""
 
 
-def content_hash(path: str, extension: str) -> str:
+def content_hash(path: str, extension: str, version: int = HASH_VERSION) -> str:
     """A hash of what Imgur keeps of a photo (README, "Which files"), read in constant memory.
 
     Imgur strips metadata, so the hash leaves out what a photo manager rewrites when a
     user only rates, tags or captions: JPEG XMP, APP13 (IPTC) and COM segments, PNG
-    tEXt/zTXt/iTXt/tIME chunks. EXIF stays in: its orientation changes the picture.
+    tEXt/zTXt/iTXt/tIME chunks, and of the EXIF (JPEG APP1 `Exif`, PNG eXIf) all but
+    the orientation, which changes how the photo is shown (Windows writes ratings and
+    tags into EXIF). An orientation other than 1 (an absent tag is 1) is hashed after
+    the rest; an EXIF block that does not parse is hashed whole. `version`
+    OLD_HASH_VERSION is the first definition, which hashed all of EXIF: the migration
+    of a state made with it needs it (scan_folder).
     """
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         digest = hashlib.blake2b(digest_size=16)
+        whole_exif = version == OLD_HASH_VERSION
         try:
             if extension in ("jpg", "jpeg", "jpe"):
-                _hash_jpeg(f, size, digest)
+                orientation = _hash_jpeg(f, size, digest, whole_exif)
             elif extension in ("png", "apng"):
-                _hash_png(f, size, digest)
+                orientation = _hash_png(f, size, digest, whole_exif)
             else:
                 raise _NotThatFormat
+            if orientation != 1:
+                digest.update(b"\x00orientation %d" % orientation)
         except _NotThatFormat:
             digest = hashlib.blake2b(digest_size=16)
             f.seek(0)
@@ -1555,10 +1665,55 @@ def _read_exact(f, count: int) -> bytes:
     return data
 
 
-def _hash_jpeg(f, size: int, digest) -> None:
+def _tiff_ifd0(tiff: bytes) -> tuple | None:
+    """The first IFD of a TIFF structure (the body of an EXIF block): (byte order,
+    {tag: (type, raw value bytes)}), or None when it does not parse."""
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(tiff[:4])
+    if order is None:
+        return None
+    try:
+        (offset,) = struct.unpack_from(order + "I", tiff, 4)
+        (count,) = struct.unpack_from(order + "H", tiff, offset)
+        entries = {}
+        for index in range(count):
+            tag, kind, number, value = struct.unpack_from(order + "HHI4s", tiff,
+                                                          offset + 2 + 12 * index)
+            length = _TIFF_TYPE_SIZES.get(kind, 1) * number
+            if length > 4:
+                (at,) = struct.unpack(order + "I", value)
+                value = tiff[at:at + length]
+            entries.setdefault(tag, (kind, value[:length]))
+        return order, entries
+    except struct.error:
+        return None
+
+
+def _exif_body(block: bytes) -> bytes:
+    """The TIFF structure of an EXIF block (a JPEG APP1 payload or a PNG eXIf chunk,
+    which some writers also start with the JPEG header)."""
+    return block[len(_JPEG_EXIF_HEADER):] if block.startswith(_JPEG_EXIF_HEADER) else block
+
+
+def exif_orientation(block: bytes) -> int | None:
+    """The orientation an EXIF block gives (1 when it has none, as viewers take it;
+    values outside 2..8 are not orientations either), or None if it does not parse."""
+    ifd = _tiff_ifd0(_exif_body(block))
+    if ifd is None:
+        return None
+    order, entries = ifd
+    kind, value = entries.get(_TIFF_ORIENTATION, (3, b""))
+    if kind != 3 or len(value) < 2:
+        return 1
+    (orientation,) = struct.unpack(order + "H", value[:2])
+    return orientation if 2 <= orientation <= 8 else 1
+
+
+def _hash_jpeg(f, size: int, digest, whole_exif: bool) -> int:
+    """Hash a JPEG's image segments; returns the orientation its EXIF gives."""
     if _read_exact(f, 2) != b"\xff\xd8":
         raise _NotThatFormat
     digest.update(b"\xff\xd8")
+    orientation = None
     while True:
         if _read_exact(f, 1) != b"\xff":
             raise _NotThatFormat
@@ -1570,7 +1725,7 @@ def _hash_jpeg(f, size: int, digest) -> None:
             digest.update(b"\xff" + marker)          # markers without a length
             if code == 0xD9:
                 _hash_copy(f, digest, None)
-                return
+                return orientation or 1
             continue
         length_bytes = _read_exact(f, 2)
         length = struct.unpack(">H", length_bytes)[0]
@@ -1580,10 +1735,18 @@ def _hash_jpeg(f, size: int, digest) -> None:
         if code in (0xED, 0xFE):                      # APP13 (IPTC), COM
             f.seek(payload, os.SEEK_CUR)
             continue
-        if code == 0xE1:                              # APP1: EXIF stays, XMP goes
+        if code == 0xE1:                              # APP1: XMP goes, EXIF but orientation
             head = _read_exact(f, min(payload, 35))
             if head.startswith(_JPEG_XMP_HEADERS):
                 f.seek(payload - len(head), os.SEEK_CUR)
+                continue
+            if head.startswith(_JPEG_EXIF_HEADER) and not whole_exif:
+                block = head + _read_exact(f, payload - len(head))
+                found = exif_orientation(block)
+                if found is not None:
+                    orientation = orientation or found
+                    continue
+                digest.update(b"\xff" + marker + length_bytes + block)
                 continue
             digest.update(b"\xff" + marker + length_bytes + head)
             _hash_copy(f, digest, payload - len(head))
@@ -1592,18 +1755,20 @@ def _hash_jpeg(f, size: int, digest) -> None:
         _hash_copy(f, digest, payload)
         if code == 0xDA:                              # start of scan: the rest is image
             _hash_copy(f, digest, None)
-            return
+            return orientation or 1
 
 
-def _hash_png(f, size: int, digest) -> None:
+def _hash_png(f, size: int, digest, whole_exif: bool) -> int:
+    """Hash a PNG's image chunks; returns the orientation its eXIf chunk gives."""
     signature = _read_exact(f, 8)
     if signature != PNG_SIGNATURE:
         raise _NotThatFormat
     digest.update(signature)
+    orientation = None
     while True:
         header = f.read(8)
         if not header:
-            return
+            return orientation or 1
         if len(header) != 8:
             raise _NotThatFormat
         length, chunk_type = struct.unpack(">I4s", header)
@@ -1611,6 +1776,14 @@ def _hash_png(f, size: int, digest) -> None:
             raise _NotThatFormat
         if chunk_type in _PNG_METADATA_CHUNKS:
             f.seek(length + 4, os.SEEK_CUR)
+            continue
+        if chunk_type == b"eXIf" and not whole_exif and length <= _EXIF_MAX_BYTES:
+            block = _read_exact(f, length + 4)        # with its CRC
+            found = exif_orientation(block[:-4])
+            if found is not None:
+                orientation = orientation or found
+                continue
+            digest.update(header + block)
             continue
         digest.update(header)
         _hash_copy(f, digest, length + 4)
@@ -1643,6 +1816,189 @@ def shown_name(name: str) -> str:
         return name
     return "".join(("\\x%02x" % (ord(c) - 0xDC00) if "\udc80" <= c <= "\udcff"
                     else "\\u%04x" % ord(c)) if _is_surrogate(c) else c for c in name)
+# Captions (README, "Captions"): what a camera writes on its own is no caption. Compared
+# case-insensitively with runs of white space made one space.
+CAMERA_BOILERPLATE = frozenset(text.casefold() for text in (
+    "OLYMPUS DIGITAL CAMERA", "SONY DSC", "DCIM", "DIGITAL CAMERA",
+    "KODAK Digital Still Camera", "KONICA MINOLTA DIGITAL CAMERA",
+    "MINOLTA DIGITAL CAMERA", "SAMSUNG CAMERA PICTURES", "SAMSUNG DIGITAL CAMERA",
+    "LEICA DIGITAL CAMERA", "Default", "Untitled", "Camera", "Picture", "Image"))
+_CAPTION_MAX_BYTES = 64 * 1024           # metadata blocks read for a caption, at most
+_XMP_DC = "{http://purl.org/dc/elements/1.1/}"
+_XMP_RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
+_XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+
+
+def read_caption(path: str, extension: str) -> str:
+    """The photo's own caption: XMP dc:description, else IPTC Caption-Abstract, else
+    EXIF ImageDescription, camera boilerplate left out; "" when it has none (or the file
+    does not parse). Only the metadata blocks are read."""
+    blocks = {"xmp": None, "iptc": None, "exif": None}
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if extension in ("jpg", "jpeg", "jpe"):
+                _jpeg_metadata(f, size, blocks)
+            elif extension in ("png", "apng"):
+                _png_metadata(f, size, blocks)
+    except (_NotThatFormat, struct.error, zlib.error):
+        pass
+    for source, parse in (("xmp", _xmp_description), ("iptc", _iptc_caption),
+                          ("exif", _exif_description)):
+        if blocks[source] is None:
+            continue
+        try:
+            caption = clean_caption(parse(blocks[source]))
+        except (struct.error, ValueError, IndexError, SyntaxError):
+            continue                     # a damaged block says nothing: the next one
+        if caption:
+            return caption
+    return ""
+
+
+def _jpeg_metadata(f, size: int, blocks: dict) -> None:
+    """The first XMP, APP13 and EXIF blocks of a JPEG, up to its image data."""
+    if _read_exact(f, 2) != b"\xff\xd8":
+        raise _NotThatFormat
+    while True:
+        marker = _read_exact(f, 2)
+        if marker[0] != 0xFF or marker[1] in (0xD9, 0xDA):
+            return
+        if 0xD0 <= marker[1] <= 0xD7 or marker[1] in (0x01, 0xFF):
+            continue
+        (length,) = struct.unpack(">H", _read_exact(f, 2))
+        payload = length - 2
+        if payload < 0 or f.tell() + payload > size:
+            raise _NotThatFormat
+        if marker[1] in (0xE1, 0xED) and payload <= _CAPTION_MAX_BYTES:
+            data = _read_exact(f, payload)
+            if marker[1] == 0xED:
+                blocks["iptc"] = blocks["iptc"] or data
+            elif data.startswith(_JPEG_XMP_HEADERS[0]):
+                blocks["xmp"] = blocks["xmp"] or data[len(_JPEG_XMP_HEADERS[0]):]
+            elif data.startswith(_JPEG_EXIF_HEADER):
+                blocks["exif"] = blocks["exif"] or data
+        else:
+            f.seek(payload, os.SEEK_CUR)
+
+
+def _png_metadata(f, size: int, blocks: dict) -> None:
+    """A PNG's XMP (iTXt XML:com.adobe.xmp) and eXIf chunks."""
+    if _read_exact(f, 8) != PNG_SIGNATURE:
+        raise _NotThatFormat
+    while True:
+        header = f.read(8)
+        if len(header) != 8:
+            return
+        length, chunk_type = struct.unpack(">I4s", header)
+        if f.tell() + length + 4 > size:
+            raise _NotThatFormat
+        if chunk_type in (b"iTXt", b"eXIf") and length <= _CAPTION_MAX_BYTES:
+            data = _read_exact(f, length)
+            f.seek(4, os.SEEK_CUR)
+            if chunk_type == b"eXIf":
+                blocks["exif"] = blocks["exif"] or data
+            elif data.startswith(_PNG_XMP_KEYWORD + b"\x00"):
+                blocks["xmp"] = blocks["xmp"] or _itxt_text(data)
+        else:
+            f.seek(length + 4, os.SEEK_CUR)
+
+
+def _itxt_text(data: bytes) -> bytes:
+    """The text of an iTXt chunk: keyword, flag, method, language, translated keyword."""
+    _, _, rest = data.partition(b"\x00")
+    compressed, rest = rest[:1] == b"\x01", rest[2:]
+    _, _, rest = rest.partition(b"\x00")                 # language
+    _, _, text = rest.partition(b"\x00")                 # translated keyword
+    return zlib.decompressobj().decompress(text, _CAPTION_MAX_BYTES) if compressed else text
+
+
+def _decode_text(data: bytes) -> str:
+    """Metadata text: UTF-8 when it is, else Latin-1 (what older tools wrote)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _xmp_description(packet: bytes) -> str:
+    """dc:description of an XMP packet: its x-default entry, else its first."""
+    import xml.etree.ElementTree as ElementTree
+    start = packet.find(b"<x:xmpmeta")
+    if start < 0:
+        start = packet.find(b"<rdf:RDF")
+    end_tag = b"</x:xmpmeta>" if packet[start:start + 10] == b"<x:xmpmeta" else b"</rdf:RDF>"
+    end = packet.rfind(end_tag)
+    if start < 0 or end < 0:
+        return ""
+    try:
+        root = ElementTree.fromstring(packet[start:end + len(end_tag)])
+    except ElementTree.ParseError:
+        return ""
+    for element in root.iter():
+        if _XMP_DC + "description" in element.attrib:
+            return element.attrib[_XMP_DC + "description"]
+        if element.tag != _XMP_DC + "description":
+            continue
+        entries = list(element.iter(_XMP_RDF + "li"))
+        for entry in entries:
+            if entry.get(_XML_LANG) == "x-default":
+                return entry.text or ""
+        return (entries[0].text if entries else element.text) or ""
+    return ""
+
+
+def _iptc_caption(app13: bytes) -> str:
+    """IPTC Caption-Abstract (record 2, dataset 120) of a Photoshop APP13 block."""
+    if not app13.startswith(b"Photoshop 3.0\x00"):
+        return ""
+    at = 14
+    while at + 12 <= len(app13) and app13[at:at + 4] == b"8BIM":
+        (resource,) = struct.unpack(">H", app13[at + 4:at + 6])
+        name_length = 1 + app13[at + 6]
+        at += 6 + name_length + name_length % 2
+        (length,) = struct.unpack(">I", app13[at:at + 4])
+        block = app13[at + 4:at + 4 + length]
+        if resource == 0x0404:                        # IPTC-NAA
+            return _iim_caption(block)
+        at += 4 + length + length % 2
+    return ""
+
+
+def _iim_caption(block: bytes) -> str:
+    at, caption, utf8 = 0, None, False
+    while at + 5 <= len(block) and block[at] == 0x1C:
+        record, dataset = block[at + 1], block[at + 2]
+        (length,) = struct.unpack(">H", block[at + 3:at + 5])
+        if length & 0x8000:                           # an extended length: no caption
+            break
+        value = block[at + 5:at + 5 + length]
+        if (record, dataset) == (1, 90):              # coded character set
+            utf8 = value == b"\x1b%G"
+        elif (record, dataset) == (2, 120) and caption is None:
+            caption = value
+        at += 5 + length
+    if caption is None:
+        return ""
+    return caption.decode("utf-8", "replace") if utf8 else _decode_text(caption)
+
+
+def _exif_description(block: bytes) -> str:
+    ifd = _tiff_ifd0(_exif_body(block))
+    if ifd is None:
+        return ""
+    kind, value = ifd[1].get(_TIFF_IMAGE_DESCRIPTION, (2, b""))
+    return _decode_text(value.split(b"\x00", 1)[0]) if kind in (1, 2, 7) else ""
+
+
+def clean_caption(text: str) -> str:
+    """A caption as it is sent: white space around it trimmed; "" for a blank one, one
+    without a letter or digit, or camera boilerplate (CAMERA_BOILERPLATE)."""
+    text = text.replace("\x00", " ").strip()
+    words = " ".join(text.split()).casefold()
+    if not any(c.isalnum() for c in words) or words in CAMERA_BOILERPLATE:
+        return ""
+    return text
 
 
 def file_extension(name: str) -> str:
@@ -1669,13 +2025,19 @@ def _size_limit(extension: str) -> int:
 
 
 def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool = False,
-                read_now: bool = True) -> FolderScan:
+                read_now: bool = True, old_hashes: bool = False, captions: bool = False,
+                verify_captions: bool = False) -> FolderScan:
     """List a folder's eligible files (README, "Which files"), hashing only what may have changed.
 
     known: name -> FileRecord from the state; a file whose size, mtime_ns and inode
     match, and whose mtime is not within 2 s of the last scan, keeps its hash unread.
     With read_now False the files to hash are left in `to_read` (read_files hashes
     them), so that the hashing of every folder can show its total from the start.
+    A record of the previous hash definition is re-hashed (its old hash is then the
+    record's); with `old_hashes` (the state still holds such records) every file read
+    gets both hashes, so that it matches records of either definition.
+    `captions`: read the caption of every file read; `verify_captions` (a --verify run)
+    also that of unread files whose record has no caption yet.
     """
     scan = FolderScan(folder)
     try:
@@ -1704,11 +2066,15 @@ def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool =
                 st = entry.stat()                        # cached: the slow path reuses it
             except OSError:
                 st = None
-            if st is not None and (st.st_size, st.st_mtime_ns, st.st_ino) == record[2:5] \
-                    and st.st_mtime_ns < trust_before and not (IS_WINDOWS and
-                                                                _is_hidden(name, st)):
+            if st is not None and (st.st_size, st.st_mtime_ns, st.st_ino, HASH_VERSION) \
+                    == record[2:6] and st.st_mtime_ns < trust_before \
+                    and not (IS_WINDOWS and _is_hidden(name, st)):
+                caption = None
+                if verify_captions and record.caption is None:
+                    caption = _caption_or_none(entry.path, file_extension(name))
                 files[name] = make(ScannedFile, (name, entry.path, st.st_size,
-                                                 st.st_mtime_ns, st.st_ino, record[1]))
+                                                 st.st_mtime_ns, st.st_ino, record[1], None,
+                                                 caption))
                 trusted += 1
                 continue
         if name.startswith(DOWNLOAD_PART_PREFIX) and name.endswith(DOWNLOAD_PART_SUFFIX):
@@ -1746,32 +2112,48 @@ def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool =
             continue
         same_stat = (record is not None and record.size == st.st_size
                      and record.mtime_ns == st.st_mtime_ns and record.inode == st.st_ino)
-        content = record.hash if same_stat else None
-        if content is None or rehash_all or st.st_mtime_ns >= trust_before:
-            why = ("new" if record is None else "not read before" if not record.hash
-                   else "size changed" if record.size != st.st_size
-                   else "modified" if record.mtime_ns != st.st_mtime_ns
-                   else "inode changed" if record.inode != st.st_ino
-                   else "--rehash" if rehash_all else "modified near the last scan")
-            scan.to_read.append(ToRead(name, entry.path, st.st_size, st.st_mtime_ns,
-                                       st.st_ino, extension, why))
+        trusted_stat = same_stat and bool(record.hash) and not rehash_all \
+            and st.st_mtime_ns < trust_before
+        if trusted_stat and record.hash_version == HASH_VERSION:      # (Windows, hidden)
+            caption = None
+            if verify_captions and record.caption is None:
+                caption = _caption_or_none(entry.path, extension)
+            scan.files[name] = ScannedFile(name, entry.path, st.st_size, st.st_mtime_ns,
+                                           st.st_ino, record.hash, None, caption)
             continue
-        scan.files[name] = ScannedFile(name, entry.path, st.st_size, st.st_mtime_ns,
-                                       st.st_ino, content)
+        why = ("new" if record is None else "not read before" if not record.hash
+               else "size changed" if record.size != st.st_size
+               else "modified" if record.mtime_ns != st.st_mtime_ns
+               else "inode changed" if record.inode != st.st_ino
+               else "--rehash" if rehash_all
+               else "hash definition changed" if trusted_stat
+               else "modified near the last scan")
+        # Unchanged stat data vouch for the old hash of a record of the previous
+        # definition: only the new one is read (the migration, README "Which files").
+        scan.to_read.append(ToRead(name, entry.path, st.st_size, st.st_mtime_ns,
+                                   st.st_ino, extension, why,
+                                   record.hash if trusted_stat else None))
     scan.trusted = trusted
     if read_now:
-        read_files(scan, _NoProgress())
+        read_files(scan, _NoProgress(), old_hashes, captions)
     scan.skipped_names.sort()
     return scan
 
 
-def read_files(scan: FolderScan, progress) -> None:
-    """Hash the files the scan left to read; one that cannot be read is listed as such."""
+def read_files(scan: FolderScan, progress, old_hashes: bool = False,
+               captions: bool = False) -> None:
+    """Hash the files the scan left to read (both definitions while the state still holds
+    old ones; the caption too with `captions`); one that cannot be read is listed as such."""
     for file in scan.to_read:
         shown = progress.item(os.path.join(os.path.basename(scan.folder), file.name),
                               file.size)
+        old, caption = file.old_hash, None
         try:
             content = content_hash(file.path, file.extension)
+            if old is None and old_hashes:
+                old = content_hash(file.path, file.extension, OLD_HASH_VERSION)
+            if captions:
+                caption = read_caption(file.path, file.extension)
         except OSError as e:
             scan.unreadable.append((file.name, e.strerror or str(e)))
             content = None
@@ -1782,9 +2164,17 @@ def read_files(scan: FolderScan, progress) -> None:
             shown.update(file.size)
             shown.close()
         scan.files[file.name] = ScannedFile(file.name, file.path, file.size, file.mtime_ns,
-                                            file.inode, content)
+                                            file.inode, content, old, caption)
     scan.to_read = []
     scan.unreadable.sort()
+
+
+def _caption_or_none(path: str, extension: str) -> str | None:
+    """The caption of a file not otherwise read this run; None if it cannot be read."""
+    try:
+        return read_caption(path, extension)
+    except OSError:
+        return None
 
 
 ###############################################################################
@@ -1857,12 +2247,12 @@ def settle_targets(lines: list, state: StateStore, scans: dict,
 def _takeover_candidate(scan: FolderScan | None, state: StateStore, claimed: set):
     if scan is None or not scan.files:
         return None
-    hashes = {f.hash for f in scan.files.values()}
+    hashes = set().union(*(content_keys(f) for f in scan.files.values()))
     best, best_ratio = None, TAKEOVER_MATCH
     for album_id, album in sorted(state.albums.items()):
         if album_id in claimed or not album.files:
             continue
-        matched = sum(1 for record in album.files.values() if record.hash in hashes)
+        matched = sum(1 for record in album.files.values() if record_key(record) in hashes)
         ratio = matched / len(album.files)
         if ratio >= best_ratio:
             best, best_ratio = album_id, ratio
@@ -1873,6 +2263,47 @@ def _takeover_candidate(scan: FolderScan | None, state: StateStore, claimed: set
 # Planner: a pure function from the targets, state and scans (+ what Imgur said) to
 # actions. No I/O: the executor does everything, and --dry-run prints the same plan.
 ###############################################################################
+
+def content_keys(found: ScannedFile) -> set:
+    """What a scanned file's content is known by: (hash version, hash) pairs, the
+    previous definition's too while the state holds records of it."""
+    keys = {(HASH_VERSION, found.hash)} if found.hash else set()
+    if found.old_hash:
+        keys.add((OLD_HASH_VERSION, found.old_hash))
+    return keys
+
+
+def record_key(record: FileRecord) -> tuple:
+    return (record.hash_version, record.hash)
+
+
+def content_matches(found: ScannedFile | None, record: FileRecord) -> bool:
+    """Whether a scanned file has the content a record was made of, by the record's
+    own hash definition."""
+    if found is None:
+        return False
+    if record.hash_version == HASH_VERSION:
+        return found.hash is not None and found.hash == record.hash
+    return found.old_hash is not None and found.old_hash == record.hash
+
+
+def caption_changed(found: ScannedFile, record: FileRecord) -> bool:
+    """The photo's own caption (read: captions are on) is not the one the image's
+    description is in line with. An unknown one (None) waits for a --verify run."""
+    return found.caption is not None and record.caption is not None \
+        and found.caption != record.caption
+
+
+def carried_record(record: FileRecord, found: ScannedFile) -> FileRecord:
+    """A record following its content to a new name or album: hashed by the current
+    definition; its caption forgotten when the file was read while captions were off
+    (it may have changed unseen) or changes now (the caption update that follows may
+    be held back: a --verify run then brings it in line)."""
+    forget = caption_changed(found, record) or (
+        found.caption is None and (found.size, found.mtime_ns, found.inode) != record[2:5])
+    return record._replace(hash=found.hash, hash_version=HASH_VERSION,
+                           caption=None if forget else record.caption)
+
 
 @dataclasses.dataclass
 class PlanOptions:
@@ -1907,8 +2338,8 @@ def plan_sync(targets: list, scans: dict, state: StateStore, remote: dict,
             plan.needs_remote.add(target.album_id)
 
     pairable = _available_targets(targets, scans, state, options, plan, remote)
-    vanished, new = _differences(pairable, scans, state, plan)
-    changes = _pair(vanished, new, state, plan)
+    vanished, new, captions = _differences(pairable, scans, state, plan)
+    changes = _pair(vanished, new, state, plan) + captions
     album_actions, link_actions = [], []
     for target in targets:
         album_actions.extend(_album_actions(target, state))
@@ -1927,7 +2358,7 @@ def plan_sync(targets: list, scans: dict, state: StateStore, remote: dict,
                 or not (options.verify or album.incomplete) or scan is None or scan.error \
                 or not (id(target) in pairable_ids or album.download_only):
             continue
-        found = _verify_actions(target, remote[target.album_id], scan, state, changes)
+        found = _verify_actions(target, remote[target.album_id], scan, state, changes, plan)
         verify_actions.extend(a for a in found
                               if not album.download_only or isinstance(a, Download))
     changes = _delete_guard(changes, pairable, scans, state, options, plan)
@@ -1962,7 +2393,8 @@ def _available_targets(targets, scans, state, options, plan, remote) -> list:
             plan.errors.append((target.folder, problem))
             continue
         if album is not None and album.download_only:
-            if any(_differences([target], scans, state, Plan([]))):
+            # Stat data and hash definitions are recorded all the same (into `plan`).
+            if any(_differences([target], scans, state, plan)):
                 plan.notes.append((target.folder, "album %s is another account's "
                                    "(download-only): local changes are not uploaded"
                                    % target.album_id))
@@ -1973,7 +2405,7 @@ def _available_targets(targets, scans, state, options, plan, remote) -> list:
                 moved_in = _new_content(candidates, scans, state)
             # Only content that turned up as *new* elsewhere says "moved": a copy synced
             # in another folder all along says nothing about this one.
-            if not any(r.hash in moved_in for r in recorded.values()):
+            if not any(record_key(r) in moved_in for r in recorded.values()):
                 plan.errors.append((target.folder, "unavailable: the folder holds no "
                                     "photo while %d are synced (an unmounted drive?); "
                                     "nothing deleted. If you emptied it on purpose, run "
@@ -1993,19 +2425,21 @@ def _new_content(targets, scans, state) -> set:
         recorded = album.files if album is not None else {}
         if scan is None:
             continue
-        gone_here = {record.hash for name, record in recorded.items()
-                     if getattr(scan.files.get(name), "hash", None) != record.hash}
+        gone_here = {record_key(record) for name, record in recorded.items()
+                     if not content_matches(scan.files.get(name), record)}
         for name, found in scan.files.items():
             record = recorded.get(name)
-            if found.hash and (record is None or record.hash != found.hash) \
-                    and found.hash not in gone_here:
-                content.add(found.hash)
+            keys = content_keys(found)
+            if keys and (record is None or not content_matches(found, record)) \
+                    and not keys & gone_here:
+                content |= keys
     return content
 
 
 def _differences(targets, scans, state, plan):
-    """Recorded files whose content is gone from their name, and files not yet synced."""
-    vanished, new = [], []
+    """Recorded files whose content is gone from their name, files not yet synced, and
+    caption updates of files whose content stayed (UpdateCaption)."""
+    vanished, new, captions = [], [], []
     for target in targets:
         scan = scans[target.folder]
         album = state.albums.get(target.album_id) if target.album_id else None
@@ -2014,31 +2448,38 @@ def _differences(targets, scans, state, plan):
             continue                      # every file as recorded: nothing to compare
         for name, record in recorded.items():
             found = scan.files.get(name)
-            if found is not None and found.hash in (None, record.hash):
-                if found.hash and (found.size, found.mtime_ns, found.inode) != record[2:]:
+            if found is not None and (found.hash is None or content_matches(found, record)):
+                if found.hash and caption_changed(found, record):
+                    # Its stat data are recorded with the update: held back or failed,
+                    # the file is read again next run and the update planned again.
+                    captions.append(UpdateCaption(target.album_id, file=found,
+                                                  caption=found.caption))
+                elif found.hash and ((found.size, found.mtime_ns, found.inode) != record[2:5]
+                                     or record.hash_version != HASH_VERSION):
                     plan.stat_updates.append((target.album_id, found))
                 continue
             vanished.append(_Vanished(target, name, record, found is not None))
         for name, found in scan.files.items():
             record = recorded.get(name)
-            if found.hash is not None and (record is None or record.hash != found.hash):
+            if found.hash is not None and (record is None or not content_matches(found, record)):
                 new.append(_New(target, found))
     vanished.sort(key=lambda v: (v.target.folder, v.name))
     new.sort(key=lambda n: (n.target.folder, n.file.name))
-    return vanished, new
+    return vanished, new, captions
 
 
 def _pair(vanished, new, state, plan) -> list:
     """Renames first (same folder), then moves (another scanned folder), then the rest
     as replacements, deletions and uploads. Pairs are taken in sorted path order."""
-    by_hash = collections.defaultdict(list)
+    by_hash = collections.defaultdict(list)           # (version, hash) -> new files
     for candidate in new:
-        by_hash[candidate.file.hash].append(candidate)
+        for key in content_keys(candidate.file):
+            by_hash[key].append(candidate)
     taken, paired, actions = set(), set(), []
     moves = {}                                        # (source, destination) -> Move
 
     def take(v, same_folder):
-        for candidate in by_hash.get(v.record.hash, ()):
+        for candidate in by_hash.get(record_key(v.record), ()):
             if id(candidate) in taken or (candidate.target is v.target) != same_folder:
                 continue
             taken.add(id(candidate))
@@ -2046,11 +2487,16 @@ def _pair(vanished, new, state, plan) -> list:
             return candidate
         return None
 
+    def caption_update(album_key, v, found):
+        if caption_changed(found, v.record):
+            actions.append(UpdateCaption(album_key, file=found, caption=found.caption))
+
     for v in vanished:
         candidate = take(v, same_folder=True)
         if candidate:
             actions.append(Rename(v.target.album_id, old_name=v.name, file=candidate.file,
-                                  record=v.record))
+                                  record=carried_record(v.record, candidate.file)))
+            caption_update(v.target.album_id, v, candidate.file)
     for v in vanished:
         if id(v) in paired:
             continue
@@ -2061,7 +2507,8 @@ def _pair(vanished, new, state, plan) -> list:
                 moves[pair] = Move(candidate.target.key, source=v.target.album_id)
                 actions.append(moves[pair])
             moves[pair].items.append(MoveItem(v.record.image_id, v.name, candidate.file,
-                                              v.record))
+                                              carried_record(v.record, candidate.file)))
+            caption_update(candidate.target.key, v, candidate.file)
     new_at = {(n.target.key, n.file.name): n for n in new}
     for v in vanished:
         if id(v) in paired:
@@ -2077,7 +2524,7 @@ def _pair(vanished, new, state, plan) -> list:
     for candidate in new:
         if id(candidate) in taken:
             continue
-        if candidate.file.hash in state.refused:
+        if candidate.file.hash in state.refused or candidate.file.old_hash in state.refused:
             plan.refused.append((candidate.target.folder, candidate.file.name))
             continue
         actions.append(Upload(candidate.target.key, file=candidate.file))
@@ -2129,7 +2576,8 @@ def _link_actions(target: Target, remote: RemoteAlbum, scan, plan) -> list:
     for image in sorted(remote.images, key=lambda i: (i.datetime, i.image_id)):
         match = local.pop(unicodedata.normalize("NFC", image.name), None) if image.name else None
         if match is not None and match.hash is not None:
-            actions.append(Adopt(remote.album_id, file=match, image_id=image.image_id))
+            actions.append(Adopt(remote.album_id, file=match, image_id=image.image_id,
+                                 link=image.link))
         else:
             actions.append(Download(remote.album_id, folder=target.folder, image=image))
     if remote.owned:
@@ -2139,18 +2587,37 @@ def _link_actions(target: Target, remote: RemoteAlbum, scan, plan) -> list:
     return actions
 
 
-def _verify_actions(target, remote, scan, state, changes) -> list:
+def _verify_actions(target, remote, scan, state, changes, plan) -> list:
     """--verify: repair recorded images missing from the album; download images that
-    were added on Imgur."""
+    were added on Imgur; record the links not recorded yet, and bring in line the
+    descriptions of images whose caption is not known (captions on): an update where
+    the photo has a caption Imgur does not show, else only a note in the state."""
     album = state.albums[target.album_id]
     busy = {a.old_name for a in changes if isinstance(a, Rename)}
     busy.update(a.name for a in changes if isinstance(a, Delete))
     busy.update(i.old_name for a in changes if isinstance(a, Move) for i in a.items)
     busy.update(a.file.name for a in changes if isinstance(a, Upload) and a.replaces)
-    present = {image.image_id for image in remote.images}
+    present = {image.image_id: image for image in remote.images}
     actions = [Repair(target.album_id, name=name, record=record, file=scan.files.get(name))
                for name, record in sorted(album.files.items())
                if record.image_id not in present and name not in busy]
+    captioned = {a.file.name for a in changes if isinstance(a, UpdateCaption)}
+    for name, record in sorted(album.files.items()):
+        image, found = present.get(record.image_id), scan.files.get(name)
+        if image is None or name in busy or name in captioned:
+            continue
+        learnt = {"link": image.link} if not record.link and image.link else {}
+        if record.caption is None and found is not None and found.caption is not None \
+                and content_matches(found, record) and not album.download_only:
+            # A photo without a caption of its own never clears a description it did
+            # not send (one set on imgur.com, or a downloaded image's).
+            if found.caption and found.caption != (image.description or ""):
+                actions.append(UpdateCaption(target.album_id, file=found,
+                                             caption=found.caption))
+            else:
+                learnt["caption"] = found.caption
+        if learnt:
+            plan.learnt.append((target.album_id, name, record.image_id, learnt))
     known = state.known_image_ids()
     for image in sorted(remote.images, key=lambda i: (i.datetime, i.image_id)):
         if image.image_id not in known:
@@ -2310,7 +2777,7 @@ class Output:
     the terminal with a control character in it, and never starts a line of its own."""
 
     COLORS = {"+": "32", "-": "31", ">": "36", "~": "33", "!": "1;31", "<": "34",
-              "*": "1", "=": "2", "@": "2", "warning": "33", "error": "1;31"}
+              "*": "1", "=": "2", "@": "2", "&": "35", "warning": "33", "error": "1;31"}
 
     def __init__(self, verbosity: int, log: Log | None, no_color: bool = False):
         self.verbosity = verbosity                  # -1 quiet, 0 normal, 1 verbose
@@ -3297,7 +3764,7 @@ def make_client(api: Api):
             return self.album_write("album/%s" % album_id, fields)
 
         def upload_file(self, path: str, album_id: str, name: str, on_bytes,
-                        transfer: "Transfer") -> dict:
+                        transfer: "Transfer", description: str | None = None) -> dict:
             """Binary multipart upload, streamed from disk (a third fewer bytes than
             imgurpython's base64 form, in constant memory). `transfer` learns when the
             whole body has been handed to the socket, and can abandon it before that."""
@@ -3315,8 +3782,9 @@ def make_client(api: Api):
                 f = open(path, "rb")
                 opened.append(f)
                 encoder = MultipartEncoder(fields=[
-                    ("album", album_id), ("name", name), ("type", "file"),
-                    ("image", (name, f, mime))])
+                    ("album", album_id), ("name", name), ("type", "file")]
+                    + ([("description", description)] if description else [])
+                    + [("image", (name, f, mime))])
                 monitor = MultipartEncoderMonitor(encoder, read_body)
                 return monitor, monitor.content_type
             try:
@@ -3335,7 +3803,8 @@ def _remote_image(data) -> RemoteImage | None:
     return RemoteImage(data["id"], _remote_text(data.get("name")) or None,
                        _remote_text(data.get("link")), _as_int(data.get("datetime")),
                        _remote_text(data.get("type")) or None, _as_int(data.get("size")),
-                       _as_int(data.get("width")), _as_int(data.get("height")))
+                       _as_int(data.get("width")), _as_int(data.get("height")),
+                       _remote_text(data.get("description")) or None)
 
 
 def _remote_images(data) -> list:
@@ -3438,6 +3907,8 @@ def _album_view(data) -> tuple:
 class UploadResult(NamedTuple):
     image_id: str
     extra_ids: tuple = ()              # other images a pending check found: reported
+    link: str = ""                     # the direct link of the answer ("" after a check)
+    link: str = ""                     # the direct link of the answer ("" after a check)
 
 
 class Transfer:
@@ -3578,7 +4049,8 @@ class RemoteReader:
 
     # -- the never-twice protocol's bookkeeping (local: the state only) -------------------
 
-    def record_upload(self, pending: dict, found: UploadResult, replaces: str | None) -> None:
+    def record_upload(self, pending: dict, found: UploadResult, replaces: str | None,
+                      caption: str | None = None) -> None:
         """An upload's image is known (its answer came, or a look found it): record it,
         then resolve its pending record. `replaces` is the image of the version it
         replaces, kept for deletion first: a crash between the two journal lines must
@@ -3588,7 +4060,7 @@ class RemoteReader:
             self.state.add_to_delete(album_id, replaces)
         self.state.set_file(album_id, name, FileRecord(
             found.image_id, pending["hash"], pending["size"], pending["mtime_ns"],
-            pending["inode"]))
+            pending["inode"], link=found.link, caption=caption))
         for extra in found.extra_ids:
             self.state.ignore_image(album_id, extra)
         self.state.resolve_pending(pending["id"])
@@ -3717,17 +4189,19 @@ class Remote(RemoteReader):
         self.state.sync_journal()
 
     def upload(self, pending: dict, path: str, on_bytes, transfer: Transfer,
-               stop: threading.Event, say: Callable[[str], None]) -> UploadResult:
+               stop: threading.Event, say: Callable[[str], None],
+               description: str | None = None) -> UploadResult:
         """Send a pending upload (in a worker thread); after an unknown outcome, look for
         it before sending it again. Refused outright (rate limit, authorization), the
         error carries `not_sent`: nothing was sent, so nothing is pending."""
         for attempt in range(MAX_TRIES):
             try:
                 answer = self.client.upload_file(path, pending["album"],
-                                                 pending["sent_name"], on_bytes, transfer)
+                                                 pending["sent_name"], on_bytes, transfer,
+                                                 description=description)
                 if answer_id(answer) is None:  # the pending record stays: the next run looks
                     raise MalformedAnswer("Imgur's answer to the upload has no image ID")
-                return UploadResult(answer["id"])
+                return UploadResult(answer["id"], link=_remote_text(answer.get("link")))
             except (AuthError, RateLimitError) as e:
                 e.not_sent = attempt == 0
                 raise
@@ -3791,6 +4265,7 @@ class SyncOptions:
     force: bool = False
     max_delete: int | None = None
     jobs: int = 4
+    captions: bool = False             # settings.json: photos' captions go to Imgur
 
 
 @dataclasses.dataclass
@@ -3987,7 +4462,8 @@ class Executor:
     def do_Adopt(self, action: Adopt) -> None:
         f = action.file
         self.state.set_file(action.album, f.name,
-                            FileRecord(action.image_id, f.hash, f.size, f.mtime_ns, f.inode))
+                            FileRecord(action.image_id, f.hash, f.size, f.mtime_ns, f.inode,
+                                       link=action.link, caption=f.caption))
         self.done("@", "adopt", "%s as image %s" % (self.where(action.album, f.name),
                                                     action.image_id), "adopted")
 
@@ -4056,9 +4532,11 @@ class Executor:
         st = os.stat(path)
         # As a scan will see it: os.scandir reports inode 0 on Windows.
         inode = 0 if IS_WINDOWS else st.st_ino
+        # Its description on Imgur stays until the local caption changes.
+        caption = read_caption(path, file_extension(name)) if self.options.captions else None
         self.state.set_file(action.album, os.path.basename(path),
                             FileRecord(image.image_id, content, st.st_size, st.st_mtime_ns,
-                                       inode))
+                                       inode, link=image.link, caption=caption))
         self.state.resolve_pending(pending["id"])
         self.done("<", "download", self.where(action.album, os.path.basename(path)),
                   "downloaded", action.album)
@@ -4221,7 +4699,8 @@ class Executor:
             bar.update(max(0, counted - sent[0]))
             sent[0] = max(sent[0], counted)
         return self.remote.upload(pending, action.file.path, on_bytes, transfer,
-                                  self.stop_event, self.out.detail)
+                                  self.stop_event, self.out.detail,
+                                  description=action.file.caption or None)
 
     def _finish_upload(self, action: Upload,
                        result: "UploadResult | UploadSkipped | BaseException") -> None:
@@ -4242,7 +4721,7 @@ class Executor:
             self._report_upload_failure(f, where, result)
             return
         album_id = self.album_id(action.album)
-        self.remote.record_upload(pending, result, action.replaces)
+        self.remote.record_upload(pending, result, action.replaces, caption=f.caption)
         for extra in result.extra_ids:
             self.fail("%s: Imgur holds another copy, image %s; adopted the oldest, left "
                       "this one alone" % (where, extra))
@@ -4322,6 +4801,24 @@ class Executor:
         self.remote.add_images(action.album, [action.record.image_id])
         self.done("+", "re-add", self.where(action.album, action.name) + REPAIRED_NOTE,
                   "repaired", action.album)
+
+    def do_UpdateCaption(self, action: UpdateCaption) -> None:
+        """One image update with the new description; held back by the credit reserve
+        as uploads are. The file's stat data are recorded only now: until then, the
+        next run reads it again and plans the update again."""
+        album_id = self.album_id(action.album)
+        f = action.file
+        record = self.state.albums[album_id].files.get(f.name) if album_id else None
+        if record is None:
+            return
+        blocked = self.remote.rate.exhausted()
+        if blocked:
+            raise RateLimitError(blocked, self.remote.rate.reset_at())
+        self.remote.update_image(record.image_id, {"description": action.caption})
+        self.state.set_file(album_id, f.name, record._replace(
+            hash=f.hash, hash_version=HASH_VERSION, size=f.size, mtime_ns=f.mtime_ns,
+            inode=f.inode, caption=action.caption))
+        self.done("&", "caption", self.where(album_id, f.name), "captions updated", album_id)
 
     def do_Delete(self, action: Delete) -> None:
         self.remote.delete_image(action.image_id)
@@ -4427,7 +4924,7 @@ def place_download(tmp_path: str, folder: str, name: str) -> str:
 
 
 ###############################################################################
-# Commands: sync, auth, status, watch
+# Commands: sync, auth, status, watch, links, captions
 ###############################################################################
 
 def api_base_url(env: Environment) -> str:
@@ -4496,8 +4993,11 @@ def settle_checked(parsed: ParsedAlbums, state: StateStore, scans: dict) -> list
 
 
 def scan_listed_folders(parsed: ParsedAlbums, state: StateStore, rehash: bool,
-                        out: Output) -> dict:
-    """Scan every folder albums.txt names (with what the state knows of each)."""
+                        out: Output, captions: bool = False, verify: bool = False) -> dict:
+    """Scan every folder albums.txt names (with what the state knows of each); with
+    `captions`, the captions of the files read (and, with `verify`, of those whose
+    record has none)."""
+    old_hashes = state.holds_old_hashes()
     by_key = {folder_key(a.folder): a for a in state.albums.values()}
     folders = {}
     for line in parsed.lines:
@@ -4506,14 +5006,17 @@ def scan_listed_folders(parsed: ParsedAlbums, state: StateStore, rehash: bool,
         if folder:
             known = album or by_key.get(folder_key(folder))
             folders[folder] = known.files if known else {}
-    scans = {folder: scan_folder(folder, known, state.scanned_at_ns, rehash, read_now=False)
+    old_hashes = state.holds_old_hashes()
+    scans = {folder: scan_folder(folder, known, state.scanned_at_ns, rehash, read_now=False,
+                                 old_hashes=old_hashes, captions=captions,
+                                 verify_captions=captions and verify)
              for folder, known in folders.items()}
     to_read = [file for scan in scans.values() for file in scan.to_read]
     # Shown from the start of hashing, with its total; a no-op run shows none.
     progress = out.progress("hash", len(to_read), sum(file.size for file in to_read))
     try:
         for scan in scans.values():
-            read_files(scan, progress)
+            read_files(scan, progress, old_hashes, captions)
     finally:
         progress.close()
     return scans
@@ -4604,7 +5107,8 @@ class SyncRun:
     def scan(self, parsed: ParsedAlbums, state: StateStore) -> dict:
         """Walk the listed folders (hashing what is new or changed) and say what could
         not be read."""
-        scans = scan_listed_folders(parsed, state, self.options.rehash, self.out)
+        scans = scan_listed_folders(parsed, state, self.options.rehash, self.out,
+                                    self.options.captions, self.options.verify)
         for scan in scans.values():
             if not self.options.dry_run:
                 for path in scan.leftovers:
@@ -5030,9 +5534,19 @@ class SyncRun:
                 state.set_album(target.album_id, folder=target.folder)
         for album_id, found in plan.stat_updates:
             record = state.albums[album_id].files.get(found.name)
-            if record is not None and record.hash == found.hash:
+            if record is not None and content_matches(found, record):
+                # Read while captions are off, a file may have a new caption unseen: it
+                # is forgotten, and a --verify run with captions on settles it.
+                seen = found.caption is not None or \
+                    (found.size, found.mtime_ns, found.inode) == record[2:5]
                 state.touch_stat(album_id, found.name, record._replace(
-                    size=found.size, mtime_ns=found.mtime_ns, inode=found.inode))
+                    size=found.size, mtime_ns=found.mtime_ns, inode=found.inode,
+                    hash=found.hash, hash_version=HASH_VERSION,
+                    caption=record.caption if seen else None))
+        for album_id, name, image_id, fields in plan.learnt:
+            record = state.albums[album_id].files.get(name)
+            if record is not None and record.image_id == image_id:
+                state.touch_stat(album_id, name, record._replace(**fields))
         listed = {t.album_id for t in plan.targets}
         # An album created this run has no ID in its target: found by its folder, else
         # it would be saved as unlisted and the next (no-op) run would rewrite state.json.
@@ -5123,6 +5637,8 @@ class SyncRun:
             ("moved", tally.counts["moved"]), ("deleted", tally.counts["deleted"]),
             ("downloaded", tally.counts["downloaded"]), ("repaired", tally.counts["repaired"]),
             ("renamed", tally.counts["renamed"]), ("linked", tally.counts["linked"]),
+            ("captions updated" if tally.counts["captions updated"] != 1
+             else "caption updated", tally.counts["captions updated"]),
             ("adopted", tally.counts["adopted"]),
             ("new album" if tally.counts["new albums"] == 1 else "new albums",
              tally.counts["new albums"])) if n]
@@ -5382,7 +5898,8 @@ def run_status(home: str, out: Output, as_json: bool = False) -> int:
     With as_json, the same as one JSON document (README, "status --json": its keys)."""
     state = StateStore.load(home, writable=False)
     _, parsed = read_albums(home, state, out)
-    scans = scan_listed_folders(parsed, state, False, Output(-1, None, no_color=True))
+    scans = scan_listed_folders(parsed, state, False, Output(-1, None, no_color=True),
+                                captions=read_settings(home).captions)
     targets = settle_checked(parsed, state, scans)
     plan = plan_sync(targets, scans, state, {}, PlanOptions(command=command_line(home)))
     last_ok = last_successful_run(home)
@@ -5401,6 +5918,184 @@ def run_status(home: str, out: Output, as_json: bool = False) -> int:
         out.show("%s not yet confirmed by Imgur (from an interrupted run, or one running now): "
                  "the next sync checks %s" % (_count(len(state.pending), "operation"),
                                               "it" if len(state.pending) == 1 else "them"))
+    return EXIT_OK
+
+
+LINK_FORMATS = ("url", "page", "markdown", "html", "bbcode", "bbcode-thumb")
+IMAGE_PAGE_URL = "https://imgur.com/{}"
+IMAGE_DIRECT_URL = "https://i.imgur.com/{}.{}"
+THUMBNAIL_SUFFIX = "m"                   # Imgur's medium thumbnail: 320 px
+
+
+def run_links(home: str, out: Output, link_format: str, paths: list) -> int:
+    """`links`: the links of what is synced, from albums.txt and the state alone: no
+    lock, no credentials, no request, no write (README, "Sharing links")."""
+    state = StateStore.load(home, writable=False)
+    _, parsed = read_albums(home, state, out)
+    targets = settle_checked(parsed, state, {})
+    chosen = _links_selection(targets, state, paths)
+    missing_links = 0
+    blocks = []
+    for target, names in chosen:
+        album = state.albums[target.album_id]
+        title = album.title or os.path.basename(target.folder)
+        lines = [format_album_link(link_format, target.album_id, title)]
+        for name in sorted(album.files if names is None else names & set(album.files)):
+            record = album.files[name]
+            direct = _recorded_link(record)
+            if direct is None:
+                missing_links += 1
+                direct = IMAGE_DIRECT_URL.format(record.image_id, _served_extension(name))
+                out.warn("%s: no link recorded yet; shown as %s" % (
+                    os.path.join(target.folder, name), direct))
+            lines.append(format_image_link(link_format, name, record.image_id, direct))
+        local = _local_photo_names(target.folder) if names is None else names
+        for name in sorted(local - set(album.files)):
+            out.warn("%s: not uploaded yet (the next sync uploads it)"
+                     % os.path.join(target.folder, name))
+        blocks.append("\n".join(lines))
+    for target in targets:
+        if not paths and target.album_id not in state.albums:
+            out.warn("%s: no album yet (the next sync creates it)"
+                     % (target.folder or target.line.text))
+    if missing_links:
+        out.warn("%s recorded before imgurbox kept links: one `imgurbox.py --verify` run "
+                 "records them, without uploading anything" % _count(missing_links, "image"))
+    if blocks:
+        print("\n\n".join(blocks))
+    return EXIT_OK
+
+
+def _links_selection(targets: list, state: StateStore, paths: list) -> list:
+    """(target, names or None for all) for each folder `links` covers, in albums.txt
+    order. A path is a PATH as written on a line, else relative to the current
+    directory; one that names no synced folder, nor a file in one, is a UsageError."""
+    synced = [t for t in targets if t.album_id in state.albums and t.folder]
+    if not paths:
+        return [(t, None) for t in synced]
+    by_text = {t.line.path_text: t for t in synced if t.line.path_text}
+    by_key = {folder_key(t.folder): t for t in synced}
+    listed = {folder_key(t.folder) for t in targets if t.folder}
+    wanted, problems = {}, []
+    for text in paths:
+        target, name = by_text.get(text), None
+        path = os.path.abspath(os.path.expanduser(text))
+        if target is None:
+            target = by_key.get(folder_key(path))
+        if target is None:
+            target = by_key.get(folder_key(os.path.dirname(path)))
+            name = os.path.basename(path)
+            if target is not None and name not in state.albums[target.album_id].files \
+                    and not os.path.isfile(path):
+                problems.append("%s: no such file" % text)
+                continue
+        if target is None:
+            problems.append("%s: %s" % (text, "not synced yet (the next sync creates its "
+                                              "album)" if folder_key(path) in listed else
+                                        "not a folder listed in albums.txt, nor a file in one"))
+            continue
+        names = wanted.setdefault(id(target), set())
+        if name is None:
+            wanted[id(target)] = None                  # the whole folder
+        elif names is not None:
+            names.add(name)
+    if problems:
+        raise UsageError("nothing to show for %s:\n%s" % (
+            "this path" if len(problems) == 1 else "these paths",
+            "\n".join("  " + problem for problem in problems)))
+    return [(t, wanted[id(t)]) for t in synced if id(t) in wanted]
+
+
+def _local_photo_names(folder: str) -> set:
+    """The names of a folder's photos, by extension alone (nothing is read)."""
+    try:
+        return {entry.name for entry in os.scandir(folder) if not entry.name.startswith(".")
+                and file_extension(entry.name) in IMAGE_EXTENSIONS and entry.is_file()}
+    except OSError:
+        return set()
+
+
+def _recorded_link(record: FileRecord) -> str | None:
+    """The direct link Imgur answered for a record, if one is recorded (http(s) only)."""
+    link = record.link
+    return link if urllib.parse.urlsplit(link).scheme in ("http", "https") else None
+
+
+def _served_extension(name: str) -> str:
+    return EXTENSION_OF_MIME.get(MIME_TYPES.get(file_extension(name), ""), "jpg")
+
+
+def _url(url: str) -> str:
+    """A URL with everything that could end it early in Markdown, HTML or BBCode
+    (spaces, quotes, brackets, parentheses, angle brackets) percent-encoded."""
+    return urllib.parse.quote(url, safe=":/?#@!$&*+,;=%~._-")
+
+
+def _label(text: str) -> str:
+    """A name on one line: control characters (a newline in a file name) as spaces."""
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
+def _markdown_text(text: str) -> str:
+    return re.sub(r"([\\`*_{}\[\]()<>#+!|&~])", r"\\\1", _label(text))
+
+
+def _bbcode_text(text: str) -> str:
+    """BBCode has no escape: a bracket in a title would open or close a tag."""
+    return _label(text).replace("[", "(").replace("]", ")")
+
+
+def thumbnail_link(direct: str) -> str:
+    """Imgur's medium thumbnail of a direct link: the size letter before the extension."""
+    parts = urllib.parse.urlsplit(direct)
+    folder, _, last = parts.path.rpartition("/")
+    stem, dot, extension = last.rpartition(".")
+    last = stem + THUMBNAIL_SUFFIX + dot + extension if dot else last + THUMBNAIL_SUFFIX
+    return urllib.parse.urlunsplit(parts._replace(path=folder + "/" + last))
+
+
+def format_album_link(link_format: str, album_id: str, title: str) -> str:
+    import html
+    url = _url(ALBUM_URL.format(album_id))
+    if link_format == "markdown":
+        return "[%s](%s)" % (_markdown_text(title), url)
+    if link_format == "html":
+        return '<a href="%s">%s</a>' % (html.escape(url), html.escape(_label(title)))
+    if link_format.startswith("bbcode"):
+        return "[url=%s]%s[/url]" % (url, _bbcode_text(title))
+    return url
+
+
+def format_image_link(link_format: str, name: str, image_id: str, direct: str) -> str:
+    import html
+    page = _url(IMAGE_PAGE_URL.format(image_id))
+    if link_format == "page":
+        return page
+    if link_format == "markdown":
+        return "![%s](%s)" % (_markdown_text(name), _url(direct))
+    if link_format == "html":
+        return '<a href="%s"><img src="%s" alt="%s"></a>' % (
+            html.escape(page), html.escape(_url(direct)), html.escape(_label(name)))
+    if link_format == "bbcode":
+        return "[img]%s[/img]" % _url(direct)
+    if link_format == "bbcode-thumb":
+        return "[url=%s][img]%s[/img][/url]" % (_url(direct), _url(thumbnail_link(direct)))
+    return _url(direct)
+
+
+def run_captions(home: str, out: Output, choice: str) -> int:
+    """`captions on|off`: recorded in settings.json; local, no request."""
+    require_writable(home)
+    settings = read_settings(home)
+    settings.captions = choice == "on"
+    write_settings(home, settings)
+    if settings.captions:
+        out.info("captions are on: each photo's own caption goes to Imgur as its "
+                 "description with its upload, and a changed caption costs one update. "
+                 "Images already on Imgur get theirs with the next `--verify` run.")
+    else:
+        out.info("captions are off: nothing more is sent; descriptions already on Imgur "
+                 "stay as they are.")
     return EXIT_OK
 
 
@@ -5789,7 +6484,7 @@ def build_parser() -> argparse.ArgumentParser:
                "3 another run is active, 4 rate limit (the next run resumes), 5 run auth",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version="imgurbox " + VERSION)
-    commands = parser.add_subparsers(dest="command", metavar="{sync,auth,status,watch}")
+    commands = parser.add_subparsers(dest="command", metavar="{%s}" % ",".join(COMMANDS))
     commands.add_parser("sync", parents=[common, sync_options], help="sync (the default)",
                         description="Upload, move and delete so that each album mirrors "
                                     "its folder.",
@@ -5819,6 +6514,24 @@ def build_parser() -> argparse.ArgumentParser:
                                           "this long (default 10)")
     watch.add_argument("--jobs", type=_positive, metavar="N", default=argparse.SUPPRESS,
                        help="parallel uploads (default 4)")
+    links = commands.add_parser(
+        "links", parents=[common], help="print the links of what is synced; no network",
+        description="Per folder, the album's link and one line per file, ready to paste: "
+                    "from albums.txt and state.json alone.",
+        epilog="examples:\n  python3 imgurbox.py links --format markdown ~/Pictures/Cats\n"
+               "  python3 imgurbox.py links --format bbcode-thumb ~/Pictures/Cats/felix.jpg",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    links.add_argument("--format", choices=LINK_FORMATS, default="url",
+                       help="url (direct link, the default), page, markdown, html, bbcode, "
+                            "bbcode-thumb (a medium thumbnail linking to the image)")
+    links.add_argument("paths", nargs="*", metavar="FOLDER | FILE",
+                       help="folders or files to show (default: every folder in albums.txt)")
+    captions = commands.add_parser(
+        "captions", parents=[common], help="send photos' own captions to Imgur, or not",
+        description="Turn captions on or off; it lasts (settings.json). With captions on, "
+                    "a photo's own caption becomes its Imgur description.",
+        epilog="example: python3 imgurbox.py captions on")
+    captions.add_argument("choice", choices=("on", "off"), metavar="on|off")
     return parser
 
 
@@ -5855,19 +6568,21 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one clear line for a bad flag, instead of usage text and exit 2."""
 
     def error(self, message):
-        choice = re.search(r"invalid choice: '([^']*)'", message)
+        choice = re.search(r"argument \{[^}]*\}: invalid choice: '([^']*)'", message)
         if choice:
-            message = "unknown command %r (commands: sync, auth, status; folders go in " \
-                      "albums.txt)" % choice.group(1)
+            message = "unknown command %r (commands: %s; folders go in albums.txt)" % (
+                choice.group(1), ", ".join(COMMANDS))
         raise UsageError("%s (see `%s`)" % (message, help_command()))
 
 
 SYNC_ONLY_OPTIONS = ("dry_run", "verify", "rehash", "max_delete", "force", "jobs")
+COMMANDS = ("sync", "auth", "status", "watch", "links", "captions")
+LOCAL_COMMANDS = ("status", "links", "captions")     # no lock, no log, no request
 
 
 def parse_args(argv: list) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
-    if args.command in ("auth", "status", "watch"):
+    if args.command in ("auth", "watch") + LOCAL_COMMANDS:
         given = [name for name in SYNC_ONLY_OPTIONS if hasattr(args, name)
                  and not (args.command == "watch" and name == "jobs")]
         if given:
@@ -5996,17 +6711,22 @@ def main(argv: list | None = None) -> int:
         verbosity = -1 if args.quiet else (1 if args.verbose else 0)
         home = resolve_home(args, env)
         refuse_linked_own_files(home)
-        log = Log(home) if args.command != "status" else None     # status writes nothing
+        # status and links write nothing; captions writes settings.json alone
+        log = Log(home) if args.command not in LOCAL_COMMANDS else None
         out = Output(verbosity, log, env.no_color)
         if hasattr(signal, "SIGTERM"):
             signal.signal(signal.SIGTERM, _on_sigterm)
         if args.command == "status":
             return run_status(home, out, as_json=args.json)
+        if args.command == "links":
+            return run_links(home, out, args.format, args.paths)
+        if args.command == "captions":
+            return run_captions(home, out, args.choice)
         if args.command == "auth":
             require_writable(home)
             return run_auth(home, out, log, env)
         options = SyncOptions(args.dry_run, args.verify, args.rehash, args.force,
-                              args.max_delete, args.jobs)
+                              args.max_delete, args.jobs, read_settings(home).captions)
         require_writable(home)
         if args.command == "watch":
             saved = "; state saved, the next run carries on"

@@ -2,13 +2,23 @@
 
 Every builder is deterministic: the same seed gives the same bytes, distinct seeds give
 distinct pixel data. The metadata options add exactly the segments / chunks that the content
-hash leaves out (JPEG XMP, APP13 IPTC, COM; PNG tEXt, zTXt, iTXt, tIME) or keeps (JPEG EXIF
-with an orientation tag; README "Changes and what they do on Imgur"), so a test can make a
-"metadata-only edit" by calling the same builder with the same seed and another option.
+hash leaves out (JPEG XMP, APP13 IPTC, COM, EXIF but its orientation; PNG tEXt, zTXt, iTXt,
+tIME, eXIf but its orientation) or keeps (the EXIF orientation tag; README "Changes and
+what they do on Imgur"), so a test can make a "metadata-only edit" by calling the same
+builder with the same seed and another option.
 
-    jpeg(seed, *, xmp=None, iptc=None, comment=None, exif_orientation=None) -> bytes
-    png(seed, *, text=None, ztxt=None, itxt=None, time=None) -> bytes
+    jpeg(seed, *, xmp=None, iptc=None, comment=None, exif_orientation=None, exif=None,
+         description=None) -> bytes
+    png(seed, *, text=None, ztxt=None, itxt=None, time=None, exif=None,
+        description=None) -> bytes
     gif(seed) -> bytes
+    exif_tiff(tags, byte_order="<") -> bytes      # the TIFF body of an EXIF block
+
+``exif`` is a dict of IFD0 tags (a name of EXIF_TAGS, or a number) -> value, written as
+Windows Explorer and Photos write ratings and tags: little-endian, ``Rating`` and
+``RatingPercent`` as SHORT, ``XPKeywords`` and the other XP tags as BYTE arrays of
+UTF-16LE text ending in a NUL, ``Padding`` (Microsoft's 0xEA1C) as UNDEFINED bytes.
+``description`` is an XMP ``dc:description`` (the caption photo managers write).
 
 The JPEG is a real baseline grayscale JFIF (32x16 pixels, flat 8x8 blocks whose shades
 come from the seed), encoded with real Huffman tables, so any decoder can read it.
@@ -20,7 +30,8 @@ import hashlib
 import struct
 import zlib
 
-__all__ = ["jpeg", "png", "gif", "seed_bytes", "XMP_HEADER", "PHOTOSHOP_HEADER"]
+__all__ = ["jpeg", "png", "gif", "seed_bytes", "exif_tiff", "xmp_description_packet",
+           "EXIF_TAGS", "XMP_HEADER", "PHOTOSHOP_HEADER"]
 
 XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
 PHOTOSHOP_HEADER = b"Photoshop 3.0\x00"
@@ -107,6 +118,64 @@ def _exif_orientation(orientation: int) -> bytes:
     return b"Exif\x00\x00" + tiff
 
 
+# IFD0 tags the tests write (TIFF 6.0; Microsoft's XP* and Rating tags, as Windows
+# Explorer and Photos write them).
+EXIF_TAGS = {"ImageDescription": 0x010E, "Make": 0x010F, "Model": 0x0110,
+             "Orientation": 0x0112, "Software": 0x0131, "Rating": 0x4746,
+             "RatingPercent": 0x4749, "XPTitle": 0x9C9B, "XPComment": 0x9C9C,
+             "XPAuthor": 0x9C9D, "XPKeywords": 0x9C9E, "XPSubject": 0x9C9F,
+             "Padding": 0xEA1C}
+_SHORT_TAGS = {0x0112, 0x4746, 0x4749}
+_XP_TAGS = {0x9C9B, 0x9C9C, 0x9C9D, 0x9C9E, 0x9C9F}
+
+
+def exif_tiff(tags: dict, byte_order: str = "<") -> bytes:
+    """A TIFF structure whose IFD0 holds ``tags`` (name or number -> value): SHORT for
+    Orientation and the ratings (and any other int), BYTE UTF-16LE text for XP tags,
+    ASCII for other str, UNDEFINED for bytes. Values over 4 bytes follow the IFD."""
+    entries = []
+    for key, value in tags.items():
+        tag = EXIF_TAGS.get(key, key)
+        if tag in _XP_TAGS:
+            kind, raw = 1, value.encode("utf-16-le") + b"\x00\x00"
+        elif isinstance(value, int) or tag in _SHORT_TAGS:
+            kind, raw = 3, struct.pack(byte_order + "H", int(value))
+        elif isinstance(value, str):
+            kind, raw = 2, value.encode("utf-8") + b"\x00"
+        else:
+            kind, raw = 7, bytes(value)
+        entries.append((tag, kind, raw))
+    entries.sort()
+    count = len(entries)
+    data_at = 8 + 2 + 12 * count + 4
+    ifd, data = b"", b""
+    for tag, kind, raw in entries:
+        number = len(raw) // 2 if kind == 3 else len(raw)
+        if len(raw) <= 4:
+            field = raw.ljust(4, b"\x00")
+        else:
+            field = struct.pack(byte_order + "I", data_at + len(data))
+            data += raw + (b"\x00" if len(raw) % 2 else b"")
+        ifd += struct.pack(byte_order + "HHI", tag, kind, number) + field
+    head = (b"II*\x00" if byte_order == "<" else b"MM\x00*") + struct.pack(byte_order + "I", 8)
+    return head + struct.pack(byte_order + "H", count) + ifd + struct.pack(byte_order + "I", 0) + data
+
+
+def xmp_description_packet(description: str) -> bytes:
+    """An XMP packet (without the APP1 header) whose dc:description is ``description``."""
+    from xml.sax.saxutils import escape
+    body = (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+        'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        '<dc:description><rdf:Alt><rdf:li xml:lang="x-default">'
+        f'{escape(description)}</rdf:li></rdf:Alt></dc:description>'
+        '</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
+    )
+    return body.encode("utf-8")
+
+
 def _xmp_packet(text: str | bytes) -> bytes:
     if isinstance(text, bytes):
         return XMP_HEADER + text
@@ -132,18 +201,25 @@ def _iptc_app13(caption: str | bytes) -> bytes:
     return PHOTOSHOP_HEADER + resource
 
 
-def jpeg(seed, *, xmp=None, iptc=None, comment=None, exif_orientation=None) -> bytes:
+def jpeg(seed, *, xmp=None, iptc=None, comment=None, exif_orientation=None, exif=None,
+         description=None) -> bytes:
     """A valid baseline grayscale JFIF whose pixels come from the seed.
 
     xmp: str (a label put in an XMP packet) or bytes (the packet itself) -> APP1 XMP.
     iptc: str/bytes caption -> APP13 "Photoshop 3.0" with an IPTC record.
     comment: str/bytes -> COM segment.
-    exif_orientation: int 1..8 -> APP1 Exif with IFD0 Orientation.
+    exif_orientation: int 1..8 -> APP1 Exif with IFD0 Orientation (big-endian, alone).
+    exif: dict of IFD0 tags -> APP1 Exif as Windows writes it (exif_tiff).
+    description: str -> APP1 XMP with dc:description (instead of ``xmp``).
     """
     out = bytearray(b"\xff\xd8")  # SOI
     out += _segment(0xE0, b"JFIF\x00" + bytes([1, 1, 0]) + struct.pack(">HH", 1, 1) + b"\x00\x00")
     if exif_orientation is not None:
         out += _segment(0xE1, _exif_orientation(int(exif_orientation)))
+    if exif is not None:
+        out += _segment(0xE1, b"Exif\x00\x00" + exif_tiff(exif))
+    if description is not None:
+        out += _segment(0xE1, XMP_HEADER + xmp_description_packet(description))
     if xmp is not None:
         out += _segment(0xE1, _xmp_packet(xmp))
     if iptc is not None:
@@ -250,12 +326,15 @@ def _latin1(s) -> bytes:
     return s if isinstance(s, bytes) else s.encode("latin-1")
 
 
-def png(seed, *, text=None, ztxt=None, itxt=None, time=None) -> bytes:
+def png(seed, *, text=None, ztxt=None, itxt=None, time=None, exif=None,
+        description=None) -> bytes:
     """A valid 8x8 RGB PNG whose pixels come from the seed.
 
     text / ztxt / itxt: a str (keyword "Comment"), a (keyword, value) pair, a dict or a list
     of pairs -> tEXt / zTXt / iTXt chunks (after IDAT, where photo tools append them).
     time: True (a fixed date) or a tuple (year, month, day, hour, minute, second) -> tIME.
+    exif: dict of IFD0 tags -> an eXIf chunk (before IDAT, as the PNG 1.5 extension says).
+    description: str -> an iTXt "XML:com.adobe.xmp" chunk with dc:description.
     """
     w = h = 8
     px = seed_bytes(seed, w * h * 3, "png")
@@ -265,7 +344,12 @@ def png(seed, *, text=None, ztxt=None, itxt=None, time=None) -> bytes:
     if time is not None:
         t = (2024, 5, 17, 12, 30, 0) if time is True else tuple(time)
         out += _chunk(b"tIME", struct.pack(">HBBBBB", *t))
+    if exif is not None:
+        out += _chunk(b"eXIf", exif_tiff(exif))
     out += _chunk(b"IDAT", zlib.compress(raw, 9))
+    if description is not None:
+        itxt = list(_pairs(itxt, "Description")) + [
+            ("XML:com.adobe.xmp", xmp_description_packet(description))]
     for k, v in _pairs(text, "Comment"):
         out += _chunk(b"tEXt", _latin1(k) + b"\x00" + _latin1(v))
     for k, v in _pairs(ztxt, "Comment"):

@@ -2,7 +2,7 @@
 "Shared test helpers"): is it an exact mirror of the local folders (``assert_mirror``,
 ``assert_album_mirrors``), what state.json records (``state_files``), and which requests
 it received (``kind``, ``route``, ``routes`` and the lists ``uploads``, ``done_uploads``,
-``image_deletes``, ``delete_requests``, ...). Every test file imports these; none defines
+``image_deletes``, ``image_updates``, ``delete_requests``, ...). Every test file imports these; none defines
 its own.
 """
 
@@ -246,6 +246,12 @@ def image_deletes(fake) -> list:
 def delete_requests(fake) -> list:
     """Every API request with method DELETE (images, albums, the legacy remove form)."""
     return [r for r in fake.api_requests() if r.method == "DELETE"]
+
+
+def image_updates(fake) -> list:
+    """Image updates sent (POST or PUT /3/image/{id}: a title or description)."""
+    return [r for r in fake.api_requests() if r.method in ("POST", "PUT")
+            and route(r) == "%s /3/image/{id}" % r.method]
 
 
 def album_creations(fake) -> list:

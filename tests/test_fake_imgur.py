@@ -462,6 +462,27 @@ def test_update_image(fake, alice, bob):
                 data={'title': 'X'}).status_code == 403
 
 
+def test_update_image_description_and_upload_description(fake, alice):
+    """Imgur's API documentation, "Update Image Information": POST /3/image/{id} (also
+    PUT) with `title` and/or `description`, answering data true; a field not sent is
+    left as it is. "Image Upload" takes `description` with the upload, in the Image
+    model's `description` from then on. Form and multipart bodies both work for images
+    (the December 2024 change is about album writes)."""
+    image_id = fake.create_image('alice', make_jpeg(), title='Kept', description='old')
+    answer = call(fake, 'POST', f'3/image/{image_id}', alice, files={'description': (None, 'new')})
+    assert answer.ok and answer.json()['data'] is True
+    assert (fake.images[image_id].title, fake.images[image_id].description) == ('Kept', 'new')
+    assert call(fake, 'POST', f'3/image/{image_id}', alice, data={'description': ''}).ok
+    model = call(fake, 'GET', f'3/image/{image_id}', alice).json()['data']
+    assert model['description'] == '' and model['title'] == 'Kept'
+    assert call(fake, 'PUT', f'3/image/{image_id}', alice, data={'description': 'x'}).ok
+    assert call(fake, 'POST', f'3/image/{image_id}', ANON,
+                data={'description': 'y'}).status_code == 401
+    uploaded = upload(fake, alice, description='A caption').json()['data']
+    assert uploaded['description'] == 'A caption'
+    assert fake.images[uploaded['id']].description == 'A caption'
+
+
 def test_delete_image_takes_it_out_of_every_album(fake, alice):
     first, second = fake.create_album('alice'), fake.create_album('alice')
     image_id = fake.create_image('alice', make_jpeg(), album=first)
