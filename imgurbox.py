@@ -3352,6 +3352,67 @@ def _is_rate_limit(status: int, message: str) -> bool:
     return status == 429 or (status == 400 and ("too fast" in text or "wait" in text))
 
 
+def header_deadline_adapter():
+    """A requests transport adapter whose connections give an answer's status line and
+    headers the read timeout in all, not per read: the socket's own timeout restarts
+    with every byte, so a server sending a header a byte a second would hold the run,
+    and its lock, for as long as it liked. At the deadline the socket is shut down,
+    which ends the wait like a dropped connection. The body has its own deadline
+    (Api._read_body); the time to send a large upload is not counted in either."""
+    import socket
+    import requests.adapters
+    import urllib3.connection
+    import urllib3.connectionpool
+
+    def with_deadline(connection_class):
+        class DeadlineConnection(connection_class):
+            def getresponse(self, *args, **kwargs):
+                sock, lock, headers = self.sock, threading.Lock(), ["awaited"]
+                seconds = self.timeout if isinstance(self.timeout, (int, float)) else 60.0
+
+                def cut_off():
+                    with lock:
+                        if headers[0] == "arrived":
+                            return
+                        headers[0] = "cut off"
+                    try:    # the plain socket's shutdown: TLS's would race the reader
+                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+                timer = threading.Timer(seconds, cut_off)
+                timer.daemon = True
+                timer.start()
+                try:
+                    return super().getresponse(*args, **kwargs)
+                finally:
+                    with lock:
+                        if headers[0] == "awaited":
+                            headers[0] = "arrived"
+                    timer.cancel()
+        return DeadlineConnection
+
+    class HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+        ConnectionCls = with_deadline(urllib3.connection.HTTPConnection)
+
+    class HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+        ConnectionCls = with_deadline(urllib3.connection.HTTPSConnection)
+
+    class HeaderDeadlineAdapter(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = POOLS
+
+        def proxy_manager_for(self, *args, **kwargs):
+            manager = super().proxy_manager_for(*args, **kwargs)
+            manager.pool_classes_by_scheme = POOLS
+            return manager
+
+    POOLS = {"http": HTTPPool, "https": HTTPSPool}
+
+    return HeaderDeadlineAdapter
+
+
 class Api:
     """Every HTTP request to Imgur: one keep-alive session per thread, timeouts,
     bounded retries with backoff and jitter, rate-limit headers, one token refresh."""
@@ -3380,11 +3441,14 @@ class Api:
         require_network_libraries()
         import requests
         self._requests = requests
+        self._adapter_class = header_deadline_adapter()
 
     def session(self):
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._requests.Session()
+            session.mount("http://", self._adapter_class())
+            session.mount("https://", self._adapter_class())
             # Descriptive, and Accept */*: with text/html first, i.imgur.com sends its web
             # page instead of the image. requests sends no Referer.
             session.headers["User-Agent"] = "imgurbox/%s (photo folder sync; python-requests)" \

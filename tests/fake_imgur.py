@@ -104,8 +104,9 @@ Hostile answers (no public report says Imgur sends them; they are what a captive
 a proxy or a broken server may send, and a careful client must survive): the faults
 ``redirect`` (a 3xx with ``Location`` to another host), ``answer`` (an envelope with any
 ``data`` and ``success``, or ``raw`` bytes), ``huge`` (an answer of ``size`` bytes, its
-Content-Length declared) and ``dribble`` (one byte every ``interval`` seconds). None of
-them acts on the request.
+Content-Length declared) and ``dribble`` (one byte every ``interval`` seconds, of the
+body or, with ``headers=True``, of a header line before the body). None of them acts on
+the request.
 
 Choices where Imgur's behaviour is not documented (see tests/INTERFACES.md):
 - "User" credits are per IP on Imgur; every client of the fake comes from 127.0.0.1,
@@ -213,7 +214,8 @@ FAULT_KINDS = {
     'redirect': {'code': 307, 'location': None},        # Location: to another host
     'answer': {'code': 200, 'data': None, 'success': True, 'raw': None},
     'huge': {'size': 64 * 1024 * 1024},                 # a JSON-looking endless answer
-    'dribble': {'interval': 0.2, 'size': 10_000},       # one byte every `interval` s
+    'dribble': {'interval': 0.2, 'size': 10_000,        # one byte every `interval` s,
+                'headers': False},                      # of the body, or of a header
 }
 # Fault kinds that replace the answer without acting on the request.
 ANSWERING_FAULTS = {'status', 'html', 'over_capacity', 'rate_limit', 'too_fast',
@@ -586,7 +588,8 @@ class _RefreshToken:
 class _Answer:
     """What the handler sends: status, extra headers, body; ``truncate`` sends half.
     ``stream`` (chunks, each after ``interval`` seconds) replaces ``body`` for the
-    hostile answers, with ``length`` as Content-Length."""
+    hostile answers, with ``length`` as Content-Length; ``slow_header`` sends a header
+    line of that many bytes first, one every ``interval`` seconds."""
     status: int
     body: bytes = b''
     headers: list = dataclasses.field(default_factory=list)
@@ -594,6 +597,7 @@ class _Answer:
     stream: object = None
     length: int = 0
     interval: float = 0.0
+    slow_header: int = 0
 
 
 # ---------------------------------------------------------------------------
@@ -1126,6 +1130,9 @@ class FakeImgur:
                            stream=(chunk for _ in range(size // len(chunk))))
         if fault.kind == 'dribble':
             size = options['size']
+            if options['headers']:
+                return _Answer(200, b'{}', [('Content-Type', JSON_TYPE)],
+                               interval=options['interval'], slow_header=size)
             return _Answer(200, headers=[('Content-Type', JSON_TYPE)], length=size,
                            stream=(b' ' for _ in range(size)), interval=options['interval'])
         raise AssertionError(fault.kind)
@@ -1886,6 +1893,8 @@ class _Handler(BaseHTTPRequestHandler):
                                     if name == 'Server'), None)
         try:
             self.send_response(answer.status)
+            if answer.slow_header:
+                self._dribble_header(answer)
             for name, value in headers:
                 self.send_header(name, value)
             self.send_header('Content-Length', str(answer.length if answer.stream is not None
@@ -1908,6 +1917,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(answer.body)
         except OSError:
             self.close_connection = True
+
+    def _dribble_header(self, answer: _Answer) -> None:
+        """Send the status line, then an X-Dribble header a byte at a time."""
+        self.wfile.write(b''.join(self._headers_buffer) + b'X-Dribble: ')
+        self._headers_buffer = []
+        for _ in range(answer.slow_header):
+            self.wfile.flush()
+            time.sleep(answer.interval)
+            self.wfile.write(b'x')
+        self.wfile.write(b'\r\n')
 
     def _drop(self) -> None:
         """Close the connection without (the rest of) an answer."""

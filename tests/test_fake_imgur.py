@@ -889,6 +889,10 @@ def test_huge_and_dribbling_answers_declare_their_length(fake, alice):
                       timeout=TIMEOUT) as answer:
         first = answer.raw.read(1)
         assert first == b' ' and answer.headers['Content-Length'] == '20'
+    fake.add_fault('dribble', path=r'^/3/account', interval=0.01, size=20, headers=True)
+    answer = call(fake, 'GET', '3/account/me', alice)
+    assert answer.status_code == 200 and answer.headers['X-Dribble'] == 'x' * 20
+    assert fake.images == {}
 
 
 def test_drop_before_does_not_act(fake, alice):

@@ -132,6 +132,38 @@ def test_a_dribbling_answer_is_given_up_after_the_read_timeout_and_retried(home,
     assert photos_in(home.path / 'Trip') == {'a.jpg': jpeg(1)}
 
 
+def test_an_answer_whose_headers_dribble_is_given_up_after_the_read_timeout(home, fake):
+    # Each byte comes well within the read timeout, so only a deadline over the whole
+    # header stops it: 10,000 bytes at one every 0.2 s would hold the run (and its lock)
+    # for over half an hour.
+    album = fake.create_album('alice', title='Trip')
+    fake.create_image('alice', jpeg(1), name='a.jpg', album=album)
+    home.write_credentials()
+    home.write_albums(f'{album}\n')
+    fake.add_fault('dribble', path=rf'^/3/album/{album}$', count=1, interval=0.2,
+                   headers=True)
+    r = home.run('sync', env={'IMGURBOX_READ_TIMEOUT': '2'})
+    no_traceback(r)
+    assert r.code == 0, r
+    assert len(requests_to(fake, 'GET', f'/3/album/{album}')) == 2
+    assert photos_in(home.path / 'Trip') == {'a.jpg': jpeg(1)}
+
+
+def test_an_upload_whose_answer_headers_dribble_is_looked_up_then_sent_once_more(home, fake):
+    folder = home.folder('Cats', {'a.jpg': jpeg(1)})
+    home.write_credentials()
+    home.write_albums(f'{folder}\n')
+    fake.add_fault('dribble', method='POST', path=r'^/3/image$', count=1, interval=0.2,
+                   headers=True)
+    r = home.run('sync', env={'IMGURBOX_READ_TIMEOUT': '2'})
+    no_traceback(r)
+    assert r.code == 0, r                       # unknown outcome: looked up, then resent
+    assert len(uploads(fake)) == 2 and len(fake.images) == 1   # the first never acted
+    assert home.run('sync').code == 0
+    assert len(uploads(fake)) == 2
+    assert_mirror(home, fake, [folder])
+
+
 def test_a_long_title_is_cut_before_it_is_kept(home, fake):
     album = fake.create_album('alice', title='T' * 50_000)
     fake.create_image('alice', jpeg(1), name='a.jpg', album=album)
