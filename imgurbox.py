@@ -455,6 +455,8 @@ class FolderScan:
     leftovers: list = dataclasses.field(default_factory=list)   # paths of stale downloads
     to_read: list = dataclasses.field(default_factory=list)     # ToRead, not hashed yet
     read: list = dataclasses.field(default_factory=list)        # (name, why), hashed
+    # mtime_ns of files read only because they were modified near the last scan
+    near_last_scan: list = dataclasses.field(default_factory=list)
 
 
 class ToRead(NamedTuple):
@@ -2024,6 +2026,9 @@ def _size_limit(extension: str) -> int:
     return MAX_GIF_BYTES if extension == "gif" else MAX_IMAGE_BYTES
 
 
+NEAR_LAST_SCAN = "modified near the last scan"        # a reason to read a file (-v)
+
+
 def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool = False,
                 read_now: bool = True, old_hashes: bool = False, captions: bool = False,
                 verify_captions: bool = False) -> FolderScan:
@@ -2127,7 +2132,7 @@ def scan_folder(folder: str, known: dict, scanned_at_ns: int, rehash_all: bool =
                else "inode changed" if record.inode != st.st_ino
                else "--rehash" if rehash_all
                else "hash definition changed" if trusted_stat
-               else "modified near the last scan")
+               else NEAR_LAST_SCAN)
         # Unchanged stat data vouch for the old hash of a record of the previous
         # definition: only the new one is read (the migration, README "Which files").
         scan.to_read.append(ToRead(name, entry.path, st.st_size, st.st_mtime_ns,
@@ -2160,6 +2165,8 @@ def read_files(scan: FolderScan, progress, old_hashes: bool = False,
         else:
             scan.rehashed += 1
             scan.read.append((file.name, file.why))
+            if file.why == NEAR_LAST_SCAN:
+                scan.near_last_scan.append(file.mtime_ns)
         finally:
             shown.update(file.size)
             shown.close()
@@ -5061,7 +5068,6 @@ def scan_listed_folders(parsed: ParsedAlbums, state: StateStore, rehash: bool,
     """Scan every folder albums.txt names (with what the state knows of each); with
     `captions`, the captions of the files read (and, with `verify`, of those whose
     record has none)."""
-    old_hashes = state.holds_old_hashes()
     by_key = {folder_key(a.folder): a for a in state.albums.values()}
     folders = {}
     for line in parsed.lines:
@@ -5122,6 +5128,7 @@ class SyncRun:
         self._download_folders = {}             # album ID -> folder chosen this run
         self.planned_uploads = 0                # for the time left at the hourly limit
         self.unsettled = set()                  # (album ID, name): pending check failed
+        self.scan_time_worth_saving = False     # see run()
 
     def run(self) -> int:
         """read -> scan -> plan -> (reconcile with Imgur, plan again) -> execute -> fold
@@ -5134,6 +5141,12 @@ class SyncRun:
             scan_started_ns = time.time_ns()
             scans = self.scan(parsed, state)
             targets, plan = self.plan(parsed, state, scans, {})
+        # Files read again only for their mtime near the last scan, and old enough now
+        # to be trusted against this one: saving this scan's time spares them the next
+        # run, which would otherwise read them again, and every run after it.
+        self.scan_time_worth_saving = any(
+            mtime_ns < scan_started_ns - COARSE_MTIME_NS
+            for scan in scans.values() for mtime_ns in scan.near_last_scan)
         self.warn_empty_albums(targets, scans)
         if state.restored:
             state.begin_restore()
@@ -5626,9 +5639,10 @@ class SyncRun:
             if error and album.last_error != error:
                 album.last_error = error
                 state.dirty = True
+        if self.scan_time_worth_saving:
+            state.dirty = True
         if state.dirty:
-            # Only now: a run that changed nothing leaves state.json alone, and files
-            # near the older scan time are simply hashed again next run (no request).
+            # Only now: a run that changed nothing leaves state.json alone.
             state.scanned_at_ns = scan_started_ns
             now = iso_now()
             errors = {folder for folder, _ in plan.errors}

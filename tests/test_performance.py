@@ -9,6 +9,7 @@ a no-op over a state of thousands of files.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -183,6 +184,34 @@ def test_noop_run_sends_nothing_rewrites_nothing_and_hashes_nothing(home, fake):
     # ... and --rehash, which reads everything, does see it (so the check above can fail).
     r = home.run("sync", "--rehash")
     assert credit_kinds(fake)["upload"] == 1, (r, credit_kinds(fake))
+
+
+def test_a_file_read_for_its_mtime_near_the_last_scan_is_read_once_not_every_run(home, fake):
+    """A file modified within 2 s before a scan is read again by the next run. When that
+    run changes nothing, it still saves its scan time once: otherwise every later no-op
+    run would read the file again, for good."""
+    folder = make_folder(home, "Trip", {"a.jpg": jpeg(1), "b.jpg": jpeg(2)})
+    home.write_credentials()
+    home.write_albums(f"{folder}\n")
+    assert home.run("sync").code == 0
+    state_path = home.path / "state.json"
+    state = json.loads(state_path.read_text())
+    state["scanned_at_ns"] = DAY_AGO_NS + 1_000_000_000   # a.jpg: 1 s before that scan
+    state_path.write_text(json.dumps(state))
+    fake.reset_requests()
+
+    r = home.run("sync", "-v")
+    assert r.code == 0, r
+    assert sorted(re.findall(r"read \S+/(\S+) \(modified near the last scan\)", r.stdout)) \
+        == ["a.jpg", "b.jpg"], r.stdout
+    saved = (state_path.read_bytes(), stat_key(state_path))
+    assert json.loads(saved[0])["scanned_at_ns"] > DAY_AGO_NS + 1_000_000_000
+    for _ in range(2):
+        r = home.run("sync", "-v")
+        assert r.code == 0, r
+        assert "read " not in r.stdout, r.stdout
+        assert (state_path.read_bytes(), stat_key(state_path)) == saved
+    assert fake.api_requests() == []
 
 
 def test_noop_run_does_not_import_the_http_stack(home, fake):
