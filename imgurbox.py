@@ -6440,6 +6440,8 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return "%.0f min" % (seconds / 60)
     return "%.1f h" % (seconds / 3600)
+
+
 def _parse_time(text: str | None):
     """A timestamp imgurbox wrote (state.json, log.txt), in local time; None if none."""
     if not text:

@@ -156,6 +156,31 @@ def test_albums_txt_changes_are_picked_up(home, fake, watching):
     assert_mirror(home, fake, [cats, dogs])
 
 
+def test_a_folder_that_goes_away_and_comes_back_is_watched_again(home, fake, watching):
+    # A drive unplugged and plugged in again: the syncs in between fail that folder (and
+    # are retried with backoff); once it is back, its changes sync again, no restart.
+    folder = home.folder('Cats', {'a.jpg': jpeg(1)})
+    home.write_credentials()
+    home.write_albums(f'{folder}\n')
+    process = watching()
+    wait_for(lambda: len(done_uploads(fake)) == 1, 'first sync', process)
+    away = folder.with_name('Cats.unplugged')
+    folder.rename(away)
+    log = home.path / 'log.txt'
+    wait_for(lambda: 'folder not found' in log.read_text(), 'a sync to miss it', process)
+    away.rename(folder)
+    (folder / 'b.jpg').write_bytes(jpeg(2))
+    wait_for(lambda: len(done_uploads(fake)) == 2, 'the file added once it was back',
+             process)
+    (folder / 'c.jpg').write_bytes(jpeg(3))         # and it is watched again
+    wait_for(lambda: len(done_uploads(fake)) == 3, 'a later file', process)
+    fake.wait_idle()
+    code, out, err = stop(process)
+    assert code == 143, (out, err)
+    assert 'Traceback' not in err
+    assert_mirror(home, fake, [folder])
+
+
 def test_a_taken_lock_is_waited_for_not_fought(home, fake, watching):
     folder = home.folder('Cats', {'a.jpg': jpeg(1)})
     home.write_credentials()
