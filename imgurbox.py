@@ -54,7 +54,7 @@ from typing import Callable, NamedTuple
 # Constants
 ###############################################################################
 
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 
 EXIT_OK = 0
 EXIT_FAILED = 1          # finished, but items failed or were held back
@@ -177,7 +177,8 @@ WINDOWS_RESERVED_NAMES = frozenset(
 
 
 ###############################################################################
-# Errors: one root; main() turns each into a message and an exit code
+# Errors: one root (and Interrupted, a signal, outside it); main() turns each into a
+# message and an exit code
 ###############################################################################
 
 class ImgurboxError(Exception):
@@ -287,8 +288,10 @@ class UploadAbandoned(ImgurboxError):
         self.maybe_performed = maybe_performed
 
 
-class Interrupted(ImgurboxError):
-    """Ctrl-C or SIGTERM."""
+class Interrupted(BaseException):
+    """SIGTERM (and Ctrl-C where a handler turns it into one). Like KeyboardInterrupt a
+    BaseException, not an ImgurboxError: code that handles imgurbox's errors (watch's
+    look at albums.txt between syncs, say) must never swallow a signal by accident."""
 
     def __init__(self, exit_code: int):
         super().__init__("interrupted")
@@ -6258,6 +6261,10 @@ WATCH_RETRY_FIRST = 60.0             # seconds after a run that failed items, do
 WATCH_RETRY_MAX = 3600.0
 WATCH_RATE_LIMIT_FALLBACK = 900.0    # a rate limit that said no reset time
 WATCH_LOCK_POLL = 1.0
+# The longest watch's main thread waits in one call. A signal handler runs only when the
+# main thread runs Python code, and with watchdog's threads alive the kernel may hand
+# SIGTERM to one of them: a wait with no end would then never see it.
+WATCH_WAKE = 0.5
 
 
 class Watcher:
@@ -6351,16 +6358,17 @@ class Watcher:
     def wait_for_a_reason(self) -> None:
         """Until the changed folders have been quiet long enough, or a retry is due."""
         while True:
+            now = time.monotonic()
             if self.changed.is_set():
-                quiet_for = time.monotonic() - self.last_change
-                if quiet_for >= self.quiet_seconds:
+                quiet_left = self.quiet_seconds - (now - self.last_change)
+                if quiet_left <= 0:
                     return
-                self.changed.wait(self.quiet_seconds - quiet_for)
+                time.sleep(min(quiet_left, WATCH_WAKE))   # set: a wait would not wait
                 continue
-            if self.next_try is not None and time.monotonic() >= self.next_try:
+            if self.next_try is not None and now >= self.next_try:
                 return
-            wait = None if self.next_try is None else self.next_try - time.monotonic()
-            self.changed.wait(wait)
+            left = WATCH_WAKE if self.next_try is None else self.next_try - now
+            self.changed.wait(min(left, WATCH_WAKE))
 
     def sync(self) -> int:
         """One ordinary sync run, under the lock; decides when the next one is due."""
@@ -6413,7 +6421,9 @@ class Watcher:
         self.out.info("rate limit: sleeping %s until it resets, then carrying on"
                       % _duration(wait))
         self.log.write("watch: rate limit, sleeping %.0f s" % wait)
-        time.sleep(wait)
+        until = time.monotonic() + wait
+        while time.monotonic() < until:
+            time.sleep(min(until - time.monotonic(), WATCH_WAKE))
         self.next_try = time.monotonic()        # the rest of the work, at once
 
 

@@ -129,6 +129,13 @@ _SHORT_TAGS = {0x0112, 0x4746, 0x4749}
 _XP_TAGS = {0x9C9B, 0x9C9C, 0x9C9D, 0x9C9E, 0x9C9F}
 
 
+# What Windows Explorer writes when a photo is rated and tagged, and then retagged.
+WINDOWS_RATING = {"Rating": 5, "RatingPercent": 99, "XPKeywords": "cats;garden",
+                  "Padding": b"\x1c\xea" + b"\x00" * 30}
+WINDOWS_RETAGGED = {"Rating": 2, "RatingPercent": 25, "XPKeywords": "dogs;beach;summer",
+                    "XPSubject": "holiday", "ImageDescription": "On the beach"}
+
+
 def exif_tiff(tags: dict, byte_order: str = "<") -> bytes:
     """A TIFF structure whose IFD0 holds ``tags`` (name or number -> value): SHORT for
     Orientation and the ratings (and any other int), BYTE UTF-16LE text for XP tags,

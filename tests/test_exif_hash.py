@@ -16,17 +16,13 @@ from pathlib import Path
 import pytest
 
 from conftest import import_imgurbox
-from imagefiles import jpeg, png
+from imagefiles import WINDOWS_RATING, WINDOWS_RETAGGED, jpeg, png
 from mirror_check import (album_adds, album_removes, image_deletes, load_state, uploads,
                           writes)
 from test_sync import Synced
 
 ib = import_imgurbox()
 
-WINDOWS_RATING = {"Rating": 5, "RatingPercent": 99, "XPKeywords": "cats;garden",
-                  "Padding": b"\x1c\xea" + b"\x00" * 30}
-WINDOWS_RETAGGED = {"Rating": 2, "RatingPercent": 25, "XPKeywords": "dogs;beach;summer",
-                    "XPSubject": "holiday", "ImageDescription": "On the beach"}
 OLD_FILE_FIELDS = ["name", "image_id", "hash", "size", "mtime_ns", "inode"]
 
 

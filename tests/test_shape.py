@@ -72,3 +72,26 @@ def test_the_executor_reaches_imgur_only_through_its_remote():
                and isinstance(node.value, ast.Name) and node.value.id == 'self'}
     assert 'api' not in touched and 'client' not in touched
     assert 'remote' in touched
+
+
+def test_a_signal_is_no_error_that_a_handler_of_errors_could_swallow():
+    # watch looked at albums.txt between syncs under `except (ImgurboxError, ...)`, and a
+    # SIGTERM that came just then was swallowed: watch kept running. A signal's exception
+    # must pass every handler of imgurbox's errors, as KeyboardInterrupt does.
+    ib = import_imgurbox()
+    assert not issubclass(ib.Interrupted, Exception)
+    tree, _ = classes()
+    broad = [handler.lineno for handler in ast.walk(tree)
+             if isinstance(handler, ast.ExceptHandler) and isinstance(handler.type, ast.Name)
+             and handler.type.id == 'BaseException' and not any(
+                 isinstance(n, ast.Raise) for n in ast.walk(handler))
+             and not _hands_over(handler)]
+    assert broad == [], f'except BaseException that neither re-raises nor hands over: {broad}'
+
+
+def _hands_over(handler) -> bool:
+    """A worker thread's `except BaseException as e: result = e` hands the exception to
+    the main thread, which raises it there."""
+    return handler.name is not None and any(
+        isinstance(n, ast.Assign) and isinstance(n.value, ast.Name) and n.value.id == handler.name
+        for n in ast.walk(handler))

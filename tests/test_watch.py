@@ -12,8 +12,7 @@ import time
 import pytest
 
 from imagefiles import jpeg
-from mirror_check import (album_adds, album_removes, assert_mirror, done_uploads,
-                          load_state, uploads)
+from mirror_check import album_adds, album_removes, assert_mirror, done_uploads, uploads
 
 QUIET = '0.4'
 DEADLINE = 60.0
@@ -110,7 +109,9 @@ def test_a_burst_of_files_is_one_sync(home, fake, watching):
     home.write_albums(f'{folder}\n')
     process = watching(quiet='3')       # a burst is quick; a loaded machine is not
     wait_for(lambda: len(done_uploads(fake)) == 1, 'first sync', process)
-    runs_before = load_state(home)['run']
+    # Written before a run's first write (state.json only when the run ends, which may
+    # not have come yet): the first sync's number, as soon as its upload is in.
+    runs_before = int((home.path / 'run-counter').read_text())
     staging = home.photos / 'staging'           # written outside, then moved in at once
     staging.mkdir()
     for n in range(30):
@@ -179,6 +180,54 @@ def test_a_folder_that_goes_away_and_comes_back_is_watched_again(home, fake, wat
     assert code == 143, (out, err)
     assert 'Traceback' not in err
     assert_mirror(home, fake, [folder])
+
+
+def test_sigterm_just_after_a_sync_ends_it_every_time(home, fake, watching):
+    # Between syncs watch reads albums.txt and the state again (which folders to watch);
+    # a SIGTERM that came then was once swallowed there, and watch ran on.
+    # The signal is sent as soon as the log shows the sync done, so that it lands while
+    # that look (tens of milliseconds for 1,500 files) is under way.
+    files = {f'p{i:04d}.jpg': jpeg(i) for i in range(1500)}
+    album = fake.create_album('alice', title='Cats')
+    for name, data in files.items():                # adopted by name: no upload
+        fake.create_image('alice', data, name=name, album=album)
+    folder = home.folder('Cats', files)
+    home.write_credentials()
+    home.write_albums(f'{folder} -> https://imgur.com/a/{album}\n')
+    assert home.run('sync', timeout=300).code == 0
+    log = home.path / 'log.txt'
+    for attempt in range(4):
+        done = log.read_text().count('nothing to do')
+        process = watching(quiet='0')
+        deadline = time.monotonic() + DEADLINE
+        while log.read_text().count('nothing to do') == done:
+            assert time.monotonic() < deadline and process.poll() is None, 'no sync'
+            time.sleep(0.002)
+        code, out, err = stop(process)
+        assert code == 143, (attempt, out, err)
+
+
+def test_it_sleeps_while_a_change_settles_instead_of_spinning(home, fake, watching):
+    folder = home.folder('Cats', {'a.jpg': jpeg(1)})
+    home.write_credentials()
+    home.write_albums(f'{folder}\n')
+    process = watching(quiet='6')
+    wait_for(lambda: len(done_uploads(fake)) == 1, 'first sync', process)
+    before = cpu_seconds(process)
+    (folder / 'b.jpg').write_bytes(jpeg(2))         # then 6 s of quiet before its sync
+    wait_for(lambda: len(done_uploads(fake)) == 2, 'the upload after the quiet time',
+             process)
+    used = cpu_seconds(process) - before
+    # One small sync costs a few hundredths of a second; a loop that spun through the
+    # quiet time used whole seconds, even on a loaded machine.
+    assert used < 1.0, f'{used:.2f} s of CPU while waiting out 6 s of quiet'
+    stop(process)
+
+
+def cpu_seconds(process) -> float:
+    with open(f'/proc/{process.pid}/stat') as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
 
 
 def test_a_taken_lock_is_waited_for_not_fought(home, fake, watching):

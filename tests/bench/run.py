@@ -57,7 +57,7 @@ sys.path.insert(0, str(TESTS))
 from mirror_check import credit_kind as kind, uploads  # noqa: E402  (shared with the tests)
 from test_performance import big_jpeg  # noqa: E402
 from fake_imgur import FakeImgur  # noqa: E402
-from imagefiles import gif, jpeg, png  # noqa: E402
+from imagefiles import WINDOWS_RATING, WINDOWS_RETAGGED, gif, jpeg, png  # noqa: E402
 
 PY = sys.executable
 UNLIMITED = dict(user_limit=10**9, client_limit=10**9, post_limit=10**9)
@@ -364,7 +364,8 @@ def bench_changes(root: Path) -> list:
         home = Home(root, fake, "changes")
         a_files = {"a%02d.jpg" % i: jpeg(i) for i in range(20)}
         a_files.update({"meta.jpg": jpeg(100), "meta.png": png(101),
-                        "orient.jpg": jpeg(102, exif_orientation=1), "ren.jpg": jpeg(103)})
+                        "orient.jpg": jpeg(102, exif_orientation=1), "ren.jpg": jpeg(103),
+                        "rated.jpg": jpeg(104)})
         a = home.folder("A", a_files)
         b = home.folder("B", {"b%02d.jpg" % i: jpeg(200 + i) for i in range(20)})
         home.albums([a, b])
@@ -389,6 +390,8 @@ def bench_changes(root: Path) -> list:
                                                        comment="rated"))),
             ("PNG metadata-only edit (tEXt, tIME added)", "0",
              lambda: (a / "meta.png").write_bytes(png(101, text={"Rating": "5"}, time=True))),
+            ("EXIF rating and tags edit (as Windows Explorer writes them)", "0",
+             lambda: (a / "rated.jpg").write_bytes(jpeg(104, exif=WINDOWS_RATING))),
             ("EXIF orientation edit (1 -> 6)", "upload + delete: 2 calls, 11 credits",
              lambda: (a / "orient.jpg").write_bytes(jpeg(102, exif_orientation=6))),
             ("new folder (album creation + 1 upload)", "2 calls, 11 credits", new_folder),
@@ -402,6 +405,7 @@ def bench_changes(root: Path) -> list:
             os.rename(a / "renamed.jpg", a / "renamed-again.jpg")
             (a / "meta.jpg").write_bytes(jpeg(100, xmp="4 stars", comment="re-rated"))
             (a / "meta.png").write_bytes(png(101, text={"Rating": "4"}))
+            (a / "rated.jpg").write_bytes(jpeg(104, exif=WINDOWS_RETAGGED))
             (a / "orient.jpg").write_bytes(jpeg(102, exif_orientation=8))
             new_folder()
         changes.append(("mixed set: all of the above at once (3 moved)",
