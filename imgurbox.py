@@ -4649,7 +4649,13 @@ class Executor:
                 done_queue.put((index, result))
 
         def take_answers(timeout: float) -> bool:
-            """Move finished uploads from the workers into `results`; False if none came."""
+            """Move finished uploads from the workers into `results`; False if none came.
+            A signal waits until they are all moved: one taken from the queue but not
+            yet in `results` would be neither recorded now nor ever."""
+            with signals_held():
+                return move_answers(timeout)
+
+        def move_answers(timeout: float) -> bool:
             try:
                 finished = [done_queue.get(timeout=timeout)]
             except queue.Empty:
@@ -4690,8 +4696,12 @@ class Executor:
                         flying[item[0]] = item[3]
                         work_queue.put(item)
                 while reported in results:
-                    self._finish_upload(uploads[reported], results.pop(reported))
-                    reported += 1
+                    # Recorded whole or not begun: a signal in the middle would lose
+                    # an answer already taken from `results` (the handler below
+                    # records the rest).
+                    with signals_held():
+                        self._finish_upload(uploads[reported], results.pop(reported))
+                        reported += 1
                 if reported >= started and (self.stopping or started >= len(uploads)):
                     break
                 if flying:
@@ -6761,6 +6771,8 @@ class signals_held:
             signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)
         elif threading.current_thread() is threading.main_thread():
             for number in self.SIGNALS:
+                if signal.getsignal(number) in (signal.SIG_IGN, None):
+                    continue                # ignored (nohup, say): it stays ignored
                 self.previous[number] = signal.signal(
                     number, lambda signum, frame: self.caught.append(signum))
         return self

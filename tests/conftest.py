@@ -139,14 +139,15 @@ class Home:
         SIGINT at its default action; ``popen`` overrides any of them."""
         options = dict(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, env=self.env(env),
-                       preexec_fn=_default_sigint if os.name == 'posix' else None)
+                       preexec_fn=default_sigint if os.name == 'posix' else None)
         options.update(popen)
         return subprocess.Popen(self.argv(*args), **options)
 
 
-def _default_sigint():
-    # A test runner started in the background (`pytest &`, some CI runners) passes
-    # SIGINT down as ignored, and Python then never raises KeyboardInterrupt.
+def default_sigint():
+    """preexec_fn for a child the test will Ctrl-C. A test runner started in the
+    background (`pytest &`, some CI runners) passes SIGINT down as ignored, and Python
+    then never raises KeyboardInterrupt."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 

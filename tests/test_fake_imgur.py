@@ -28,6 +28,7 @@ import pytest
 import requests
 from imgurpython import ImgurClient
 
+from conftest import default_sigint
 from fake_imgur import (DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, MB,
                         REGION_PLACEHOLDER_PNG, REMOVED_PNG, FakeImgur, make_gif, make_jpeg,
                         make_png)
@@ -1349,7 +1350,8 @@ def test_standalone(tmp_path):
     script = Path(__file__).with_name('fake_imgur.py')
     process = subprocess.Popen(
         [sys.executable, str(script), '--port', '0', '--home', str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=default_sigint if os.name == 'posix' else None)
     try:
         lines = []
         while not lines or lines[-1].rstrip() != '}':

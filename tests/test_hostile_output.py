@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 
 from imagefiles import jpeg
-from mirror_check import album_of, done_uploads, load_state, state_files
+from mirror_check import done_uploads, load_state, state_files
 
 # Everything a terminal (or a log viewer) could act on, in UTF-8: C0 but LF, DEL, C1,
 # ALM, LRM/RLM, the line and paragraph separators, the bidi embeddings and overrides,

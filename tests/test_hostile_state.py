@@ -19,7 +19,6 @@ import json
 import os
 import re
 import stat
-import sys
 
 import pytest
 

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 
-from conftest import REPO
+from conftest import REPO, default_sigint
 
 SECTION = re.compile(r"^## Try it offline\n(.*?)^## ", re.S | re.M)
 SH_BLOCK = re.compile(r"```sh\n(.*?)```", re.S)
@@ -39,7 +39,7 @@ def test_try_it_offline_works_as_pasted(tmp_path):
     env["NO_COLOR"] = "1"
     fake = subprocess.Popen(["bash", "-c", "exec " + as_here(start_fake.strip(), ibx)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, preexec_fn=default_sigint)
     try:
         printed = [fake.stdout.readline() for _ in range(2)]
         export = next(line.strip() for line in printed if line.startswith("export "))

@@ -941,12 +941,12 @@ def test_status_json_has_the_documented_keys(home, fake):
 
     assert piped(home, "sync").code == 0
     (folder / "p0.jpg").unlink()
-    (folder / f"odd\x1b]52;c;eA==\x07\u202e.txt").write_bytes(b"x")
+    (folder / "odd\x1b]52;c;eA==\x07\u202e.txt").write_bytes(b"x")
     after = status_json(home, fake)
     [entry] = after["folders"]
     assert entry["album_url"] == f"https://imgur.com/a/{entry['album']}"
     assert entry["synced_files"] == 3 and entry["to_do"] == {"deletion": 1}, entry
-    assert f"odd\x1b]52;c;eA==\x07\u202e.txt" in entry["skipped_names"], entry
+    assert "odd\x1b]52;c;eA==\x07\u202e.txt" in entry["skipped_names"], entry
     assert entry["last_sync"] and entry["last_sync_seconds_ago"] < 600
     # The README documents every key.
     readme = (REPO / "README.md").read_text(encoding="utf-8")
