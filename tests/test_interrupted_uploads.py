@@ -92,6 +92,27 @@ def test_signal_after_the_body_is_sent_waits_for_the_answer_and_records_it(
     assert_mirror(home, fake, [folder])
 
 
+def test_a_ctrl_c_ignored_by_the_parent_stays_ignored(home, fake):
+    # Started with SIGINT ignored (nohup, a background job), imgurbox keeps it ignored,
+    # as Python does: the signal arrives while it waits for answers with signals held
+    # (the moment the fake holds an upload), and the run must go on to the end.
+    folder = folder_with_held_file(home)
+    proc = None
+
+    def at_hold():
+        proc.send_signal(signal.SIGINT)
+        threading.Timer(0.5, hold.release.set).start()
+
+    hold = HoldUpload(at_hold)
+    fake.on_request = hold
+    proc = home.start("sync", "--jobs", "2",
+                      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    out, err = proc.communicate(timeout=60)
+    fake.on_request = None
+    assert proc.returncode == 0, err.decode(errors="replace")
+    assert_mirror(home, fake, [folder])
+
+
 def _stop_then_rerun(home, fake, stop):
     """Stop imgurbox with ``stop(proc)`` while the fake holds HELD's upload; start the
     next run at once; the fake performs the held upload only after that run's first
