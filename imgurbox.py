@@ -12,13 +12,16 @@ nothing and a different photo with an old name is never mistaken for a move.
     python3 imgurbox.py status          # what is synced and what is waiting; no network
     python3 imgurbox.py links --format markdown   # every synced image's link; no network
     python3 imgurbox.py captions on     # photos' own captions become Imgur descriptions
+    python3 imgurbox.py watch           # stay running: sync each change within seconds
 
 albums.txt lines:  PATH  |  ALBUM (ID or imgur.com URL)  |  PATH -> ALBUM
 Exit codes: 0 in sync, 1 items failed or held back, 2 bad usage or file, 3 locked,
 4 rate limit (resume next run), 5 run `imgurbox.py auth`, 130/143 interrupted.
 
-The file reads top to bottom: constants, errors, models, albums.txt, state store, folder
-scan, planner (pure), output and log, Imgur client, executor, commands, main().
+The file reads top to bottom: constants, errors, settings from the environment, models,
+albums.txt, state store, settings.json, folder scan (with the content hash and captions),
+targets, planner (pure), output and log, Imgur client (Api, RemoteReader, Remote: the one
+write gate), executor, commands (sync, auth, status, links, captions, watch), main().
 README.md is the user's manual and states the rules this file implements; comments
 that cite a rule name the README section that states it.
 """
