@@ -35,6 +35,14 @@ def stop(process, sig=signal.SIGTERM) -> tuple:
     return process.returncode, out.decode(), err.decode()
 
 
+def cats_listed(home):
+    """A folder Cats holding a.jpg, the only line of albums.txt; credentials in place."""
+    folder = home.folder('Cats', {'a.jpg': jpeg(1)})
+    home.write_credentials()
+    home.write_albums(f'{folder}\n')
+    return folder
+
+
 @pytest.fixture
 def watching(home, fake):
     """Start `watch` on what albums.txt lists; stopped (SIGTERM) at the end if still up."""
@@ -51,9 +59,7 @@ def watching(home, fake):
 
 
 def test_a_new_file_is_uploaded_and_sigterm_exits_143_with_state_saved(home, fake, watching):
-    folder = home.folder('Cats', {'a.jpg': jpeg(1)})
-    home.write_credentials()
-    home.write_albums(f'{folder}\n')
+    folder = cats_listed(home)
     process = watching()
     wait_for(lambda: len(done_uploads(fake)) == 1, 'first sync', process)
     (folder / 'b.jpg').write_bytes(jpeg(2))
@@ -68,9 +74,7 @@ def test_a_new_file_is_uploaded_and_sigterm_exits_143_with_state_saved(home, fak
 
 
 def test_a_file_written_slowly_in_pieces_is_uploaded_once_whole(home, fake, watching):
-    folder = home.folder('Cats', {'a.jpg': jpeg(1)})
-    home.write_credentials()
-    home.write_albums(f'{folder}\n')
+    folder = cats_listed(home)
     process = watching()
     wait_for(lambda: len(done_uploads(fake)) == 1, 'first sync', process)
     whole = jpeg(7) + b'\0' * 200_000               # a large photo, copied slowly
@@ -104,9 +108,7 @@ def test_a_move_between_folders_is_one_move(home, fake, watching):
 
 
 def test_a_burst_of_files_is_one_sync(home, fake, watching):
-    folder = home.folder('Cats', {'a.jpg': jpeg(1)})
-    home.write_credentials()
-    home.write_albums(f'{folder}\n')
+    folder = cats_listed(home)
     process = watching(quiet='3')       # a burst is quick; a loaded machine is not
     wait_for(lambda: len(done_uploads(fake)) == 1, 'first sync', process)
     # Written before a run's first write (state.json only when the run ends, which may
@@ -142,9 +144,7 @@ def test_a_rate_limit_makes_it_sleep_then_carry_on(home, fake, watching):
 
 
 def test_albums_txt_changes_are_picked_up(home, fake, watching):
-    cats = home.folder('Cats', {'a.jpg': jpeg(1)})
-    home.write_credentials()
-    home.write_albums(f'{cats}\n')
+    cats = cats_listed(home)
     process = watching()
     wait_for(lambda: len(done_uploads(fake)) == 1, 'first sync', process)
     dogs = home.folder('Dogs', {'d.jpg': jpeg(2)})
@@ -160,9 +160,7 @@ def test_albums_txt_changes_are_picked_up(home, fake, watching):
 def test_a_folder_that_goes_away_and_comes_back_is_watched_again(home, fake, watching):
     # A drive unplugged and plugged in again: the syncs in between fail that folder (and
     # are retried with backoff); once it is back, its changes sync again, no restart.
-    folder = home.folder('Cats', {'a.jpg': jpeg(1)})
-    home.write_credentials()
-    home.write_albums(f'{folder}\n')
+    folder = cats_listed(home)
     process = watching()
     wait_for(lambda: len(done_uploads(fake)) == 1, 'first sync', process)
     away = folder.with_name('Cats.unplugged')
@@ -208,9 +206,7 @@ def test_sigterm_just_after_a_sync_ends_it_every_time(home, fake, watching):
 
 
 def test_it_sleeps_while_a_change_settles_instead_of_spinning(home, fake, watching):
-    folder = home.folder('Cats', {'a.jpg': jpeg(1)})
-    home.write_credentials()
-    home.write_albums(f'{folder}\n')
+    folder = cats_listed(home)
     process = watching(quiet='6')
     wait_for(lambda: len(done_uploads(fake)) == 1, 'first sync', process)
     before = cpu_seconds(process)
@@ -231,9 +227,7 @@ def cpu_seconds(process) -> float:
 
 
 def test_a_taken_lock_is_waited_for_not_fought(home, fake, watching):
-    folder = home.folder('Cats', {'a.jpg': jpeg(1)})
-    home.write_credentials()
-    home.write_albums(f'{folder}\n')
+    cats_listed(home)
     with open(home.path / 'imgurbox.lock', 'a+') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)            # a scheduled --verify run, say
         process = watching()
@@ -250,9 +244,7 @@ def test_a_taken_lock_is_waited_for_not_fought(home, fake, watching):
 
 
 def test_ctrl_c_exits_130_and_a_bad_albums_txt_stops_it_with_2(home, fake, watching):
-    folder = home.folder('Cats', {'a.jpg': jpeg(1)})
-    home.write_credentials()
-    home.write_albums(f'{folder}\n')
+    folder = cats_listed(home)
     process = watching()
     wait_for(lambda: len(done_uploads(fake)) == 1, 'first sync', process)
     fake.wait_idle()
