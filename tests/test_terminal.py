@@ -678,7 +678,10 @@ def test_progress_shows_totals_from_the_start_of_each_phase(home, fake):
     files = {f"p{i}.jpg": jpeg(i) + b"\0" * 100000 for i in range(5)}
     folder = home.folder("Trip", files)
     home.write_albums(f"{folder}\n")
-    fake.latency = 0.05
+    # Each answer takes 0.3 s after its upload's last byte, so the files in flight are
+    # on screen for several drawings (at most ten a second), however loaded the machine:
+    # with 0.05 s every drawing could fall between two files.
+    fake.latency = 0.3
     result = run_in_pty(home, "sync", "--jobs", "2")
     assert result.code == 0, result
     total = sum(len(data) for data in files.values())
