@@ -5758,9 +5758,9 @@ class SyncRun:
                 tally.rate_limit, " after %s" % reset if reset else ""),
                 *([hours_at_the_limit(left, left=True)] if left > 0 else []))
         if tally.stopped:
-            self.out.error(str(tally.stopped))
+            self.out.error(*tally.stopped.lines())
         if tally.auth_error:
-            self.out.error(str(tally.auth_error))
+            self.out.error(*tally.auth_error.lines())
         self.out.info(("dry run: " if self.options.dry_run else "") + text)
         code = tally.exit_code()         # a dry run gets here only if no plan was printed
         # "sync ok" lines let `status` tell when a run last succeeded, even one that
@@ -6094,9 +6094,9 @@ def _links_selection(targets: list, state: StateStore, paths: list) -> list:
         elif names is not None:
             names.add(name)
     if problems:
-        raise UsageError("nothing to show for %s:\n%s" % (
-            "this path" if len(problems) == 1 else "these paths",
-            "\n".join("  " + problem for problem in problems)))
+        raise UsageError("nothing to show for %s:" % (
+            "this path" if len(problems) == 1 else "these paths"),
+            ["  " + problem for problem in problems])
     return [(t, wanted[id(t)]) for t in synced if id(t) in wanted]
 
 
@@ -6395,10 +6395,10 @@ class Watcher:
         except Interrupted:
             raise                               # SIGTERM / Ctrl-C: watch ends with the run
         except (UsageError, AuthError) as e:
-            self.out.error(str(e))
+            self.out.error(*e.lines())
             return e.exit_code
         except ImgurboxError as e:              # anything else a run can stop on
-            self.out.error(str(e))
+            self.out.error(*e.lines())
             code = e.exit_code
             run = None
         finally:

@@ -153,6 +153,15 @@ def test_not_synced_is_exit_2_and_prints_nothing(shared, fake, tmp_path):
         assert r.stdout == "" and path in r.stderr, r
 
 
+def test_each_path_with_nothing_to_show_is_named_on_a_line_of_its_own(shared, fake, tmp_path):
+    paths = [str(tmp_path / "one"), str(shared.dirs[TITLE] / "missing.jpg")]
+    r = links(shared.home, *paths)
+    assert r.code == 2, r
+    lines = r.stderr.splitlines()
+    assert "\\n" not in r.stderr, r
+    assert [line.split(":")[0].strip() for line in lines[1:]] == paths, r
+
+
 def test_a_folder_without_an_album_yet(shared, fake):
     new = shared.home.folder("New", {"n.jpg": jpeg(60)})
     shared.home.write_albums(shared.home.albums_bytes().decode() + f"{new}\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import signal
 import time
 
@@ -253,7 +254,10 @@ def test_ctrl_c_exits_130_and_a_bad_albums_txt_stops_it_with_2(home, fake, watch
     home.write_albums(f'{folder}\n{home.photos / "Nowhere" / "deeper"}\n')
     process = watching()
     assert process.wait(timeout=60) == 2
-    assert 'albums.txt' in process.stderr.read().decode()
+    err = process.stderr.read().decode()
+    # As a sync says it: the bad line on a line of its own, under the message.
+    assert re.search(r'^error: .*albums\.txt has 1 bad line.*\n  albums\.txt:2: ', err,
+                     re.MULTILINE), err
 
 
 def test_watch_takes_no_sync_only_option(home):
