@@ -771,6 +771,11 @@ class Plan:
     def credits(self) -> int:
         return sum(a.credits for a in self.actions)
 
+    @property
+    def uploads(self) -> int:
+        """Uploads and replacements: what Imgur's hourly upload limit counts."""
+        return sum(isinstance(a, Upload) for a in self.actions)
+
 
 ###############################################################################
 # albums.txt
@@ -949,7 +954,7 @@ def rewrite_albums_txt(parsed: ParsedAlbums, new_texts: dict) -> bytes:
 # a low one, the only pair json.loads would join.) Imgur is sent readable text instead:
 # imgur_name() puts U+FFFD for each such character, and that name is kept in the
 # pending record, because the pending check and the restored-state pass match on it.
-# Messages show the bytes escaped (shown_name: Caf\xe9.png).
+# Messages show the bytes escaped (printable: Caf\xe9.png).
 
 def state_json_bytes(value, **dump_options) -> bytes:
     """A value as UTF-8 JSON, lone surrogates (bytes of names that are not UTF-8) as
@@ -1817,13 +1822,6 @@ def sent_as_note(name: str) -> str:
     return "" if sent == name else "; its name is not UTF-8 and was sent as %r" % sent
 
 
-def shown_name(name: str) -> str:
-    """A name for a message: a byte that was not UTF-8 as \\xNN, any other lone
-    surrogate as \\uNNNN, the rest as it is."""
-    if name.isascii():
-        return name
-    return "".join(("\\x%02x" % (ord(c) - 0xDC00) if "\udc80" <= c <= "\udcff"
-                    else "\\u%04x" % ord(c)) if _is_surrogate(c) else c for c in name)
 # Captions (README, "Captions"): what a camera writes on its own is no caption. Compared
 # case-insensitively with runs of white space made one space.
 CAMERA_BOILERPLATE = frozenset(text.casefold() for text in (
@@ -3985,7 +3983,6 @@ class UploadResult(NamedTuple):
     image_id: str
     extra_ids: tuple = ()              # other images a pending check found: reported
     link: str = ""                     # the direct link of the answer ("" after a check)
-    link: str = ""                     # the direct link of the answer ("" after a check)
 
 
 class Transfer:
@@ -4407,11 +4404,13 @@ class Executor:
         return where_in(self.folders.get(key) or self.folders.get(self.album_id(key) or "",
                                                                     key), name)
 
-    def fail(self, text: str) -> None:
+    def fail(self, what: str, why: str) -> None:
+        """`what` failed (a file, an album, an action on one), and `why`; the summary
+        names `what`."""
         self.tally.failed += 1
-        self.tally.failed_what.append(text.split(": ", 1)[0])
-        self.out.action("!", "failed " + text, always=True)
-        self.log.write("failed " + text)
+        self.tally.failed_what.append(what)
+        self.out.action("!", "failed %s: %s" % (what, why), always=True)
+        self.log.write("failed %s: %s" % (what, why))
 
     def done(self, symbol: str, verb: str, text: str, count_as: str,
              album_key: str | None = None) -> None:
@@ -4467,10 +4466,10 @@ class Executor:
             except (RateLimitError, AuthError, ServiceDownError) as e:
                 self.stop_for(e)
             except RequestFailed as e:
-                self.fail("%s %s: %s" % (action.verb, self.describe(action), e))
+                self.fail("%s %s" % (action.verb, self.describe(action)), str(e))
             except OSError as e:                 # a local write failed: that item only
-                self.fail("%s %s: %s" % (action.verb, self.describe(action),
-                                         e.strerror or e))
+                self.fail("%s %s" % (action.verb, self.describe(action)),
+                          str(e.strerror or e))
             index += 1
         if not self.stopping:
             self.purge_replaced()
@@ -4503,7 +4502,7 @@ class Executor:
     def do_CreateAlbum(self, action: CreateAlbum) -> None:
         if self.remote.creation_unresolved(action.folder):
             self.failed_keys.add(action.album)
-            self.fail("%s: an earlier album creation is still unresolved" % action.title)
+            self.fail(action.title, "an earlier album creation is still unresolved")
             return
         try:
             album_id = self.remote.create_album(action.folder, action.title)
@@ -4515,7 +4514,7 @@ class Executor:
         if problem:
             self.failed_keys.add(action.album)
             self.folders[album_id] = action.folder
-            self.fail(unverified_album_message(action.folder, album_id, problem))
+            self.fail(action.folder, unverified_album_reason(album_id, problem))
             return
         self._record_new_album(album_id, action.folder, action.title)
         self.album_ids[action.album] = album_id
@@ -4587,8 +4586,8 @@ class Executor:
                 return
             problem = download_problem(tmp_path, image)
             if problem:                     # the album stays "not fully downloaded"
-                self.fail("download %s (image %s): %s; not kept, tried again next run"
-                          % (self.where(action.album), image.image_id, problem))
+                self.fail("download %s (image %s)" % (self.where(action.album), image.image_id),
+                          "%s; not kept, tried again next run" % problem)
                 return
             # Dated before this run's scan (the photo's Imgur date, if older), so that the
             # next run trusts the file's stat data instead of reading it again.
@@ -4810,8 +4809,8 @@ class Executor:
         album_id = self.album_id(action.album)
         self.remote.record_upload(pending, result, action.replaces, caption=f.caption)
         for extra in result.extra_ids:
-            self.fail("%s: Imgur holds another copy, image %s; adopted the oldest, left "
-                      "this one alone" % (where, extra))
+            self.fail(where, "Imgur holds another copy, image %s; adopted the oldest, left "
+                             "this one alone" % extra)
         if action.replaces:
             self.done("~", "replace", where, "replaced", album_id)
         elif action.repair:
@@ -4829,12 +4828,12 @@ class Executor:
             raise error
         elif isinstance(error, RequestFailed) and error.status == 400:
             self.state.set_refused(f.hash, {"name": f.name, "message": str(error)})
-            self.fail("%s: Imgur refused the file (%s%s); it is retried once it changes"
-                      % (where, error, sent_as_note(f.name)))
+            self.fail(where, "Imgur refused the file (%s%s); it is retried once it changes"
+                      % (error, sent_as_note(f.name)))
         elif isinstance(error, RequestFailed):
-            self.fail("%s: %s" % (where, error))
+            self.fail(where, str(error))
         else:
-            self.fail("%s: %s" % (where, redact(repr(error))))
+            self.fail(where, redact(repr(error)))
 
     # -- moves, repairs, deletions ------------------------------------------------------
 
@@ -4936,13 +4935,13 @@ class Executor:
                 except (RateLimitError, AuthError, ServiceDownError) as e:
                     self.stop_for(e)
                 except RequestFailed as e:
-                    self.fail("delete of old version %s: %s" % (image_id, e))
+                    self.fail("delete of old version %s" % image_id, str(e))
 
 
-def unverified_album_message(folder: str, album_id: str, problem: str) -> str:
-    return ("%s: album %s may be public (%s), so nothing was uploaded into it; the next "
-            "run checks it again first. To make sure, set it to hidden on imgur.com"
-            % (folder, ALBUM_URL.format(album_id), problem))
+def unverified_album_reason(album_id: str, problem: str) -> str:
+    return ("album %s may be public (%s), so nothing was uploaded into it; the next run "
+            "checks it again first. To make sure, set it to hidden on imgur.com"
+            % (ALBUM_URL.format(album_id), problem))
 
 
 def _as_int(value) -> int:
@@ -5144,7 +5143,6 @@ class SyncRun:
         self._download_folders = {}             # album ID -> folder chosen this run
         self.planned_uploads = 0                # for the time left at the hourly limit
         self.unsettled = set()                  # (album ID, name): pending check failed
-        self.scan_time_worth_saving = False     # see run()
 
     def run(self) -> int:
         """read -> scan -> plan -> (reconcile with Imgur, plan again) -> execute -> fold
@@ -5157,12 +5155,6 @@ class SyncRun:
             scan_started_ns = time.time_ns()
             scans = self.scan(parsed, state)
             targets, plan = self.plan(parsed, state, scans, {})
-        # Files read again only for their mtime near the last scan, and old enough now
-        # to be trusted against this one: saving this scan's time spares them the next
-        # run, which would otherwise read them again, and every run after it.
-        self.scan_time_worth_saving = any(
-            mtime_ns < scan_started_ns - COARSE_MTIME_NS
-            for scan in scans.values() for mtime_ns in scan.near_last_scan)
         self.warn_empty_albums(targets, scans)
         if state.restored:
             state.begin_restore()
@@ -5178,7 +5170,7 @@ class SyncRun:
             if remote is not None:
                 targets, plan = self.reconcile(remote, parsed, state, scans, targets, plan)
             self.report_plan_problems(plan)
-            self.planned_uploads = sum(isinstance(a, Upload) for a in plan.actions)
+            self.planned_uploads = plan.uploads
             if self.options.dry_run:
                 print_plan(plan, state, self.out)
                 return EXIT_OK
@@ -5190,7 +5182,7 @@ class SyncRun:
         finally:
             if not self.options.dry_run:
                 with signals_held():            # a second Ctrl-C must not cut the save
-                    self.finish_state(state, plan, scan_started_ns)
+                    self.finish_state(state, plan, scans, scan_started_ns)
             import gc
             gc.unfreeze()                       # see cyclic_gc_paused
         if not self.options.dry_run:
@@ -5324,7 +5316,7 @@ class SyncRun:
     def go_on_after_auth(self, plan: Plan, state: StateStore) -> bool:
         """After the `auth` a first run offered (at a terminal, so someone is there):
         what the sync would do, and whether to do it now (README, "Getting started")."""
-        uploads = sum(isinstance(a, Upload) for a in plan.actions)
+        uploads = plan.uploads
         albums = sum(isinstance(a, CreateAlbum) for a in plan.actions)
         summary = "This sync would upload %s into %s: %s" % (
             _count(uploads, "file"), _count(albums, "new album"),
@@ -5526,7 +5518,8 @@ class SyncRun:
             if problem:
                 held.add(album_id)
                 self.tally.failed += 1
-                self.out.error(unverified_album_message(album.folder, album_id, problem))
+                self.out.error("%s: %s" % (album.folder,
+                                           unverified_album_reason(album_id, problem)))
                 self.log.write("album %s may be public: %s" % (album_id, problem))
             elif not self.options.dry_run:
                 state.set_album(album_id, privacy_unverified=False)
@@ -5613,7 +5606,8 @@ class SyncRun:
         for folder, message in plan.notes:
             self.out.warn("%s: %s" % (folder, message))
 
-    def finish_state(self, state: StateStore, plan: Plan, scan_started_ns: int) -> None:
+    def finish_state(self, state: StateStore, plan: Plan, scans: dict,
+                     scan_started_ns: int) -> None:
         if self.api is not None and self.api.requests_sent:
             snapshot = self.api.rate.snapshot()
             if snapshot != state.rate:
@@ -5655,7 +5649,11 @@ class SyncRun:
             if error and album.last_error != error:
                 album.last_error = error
                 state.dirty = True
-        if self.scan_time_worth_saving:
+        # Files read again only for their mtime near the last scan, and old enough now
+        # to be trusted against this one: saving this scan's time spares them the next
+        # run, which would otherwise read them again, and every run after it.
+        if any(mtime_ns < scan_started_ns - COARSE_MTIME_NS
+               for scan in scans.values() for mtime_ns in scan.near_last_scan):
             state.dirty = True
         if state.dirty:
             # Only now: a run that changed nothing leaves state.json alone.
@@ -5824,9 +5822,8 @@ def print_plan(plan: Plan, state: StateStore, out: Output) -> None:
                     for line in action.lines(where):
                         out.action("!", "held: " + line)
     out.info("plan: %s, %s" % (_count(plan.requests, "request"), _count(plan.credits, "credit")))
-    uploads = sum(isinstance(a, Upload) for a in plan.actions)
-    if uploads > UPLOADS_PER_HOUR:
-        out.info(hours_at_the_limit(uploads))
+    if plan.uploads > UPLOADS_PER_HOUR:
+        out.info(hours_at_the_limit(plan.uploads))
 
 
 def hours_at_the_limit(uploads: int, left: bool = False) -> str:
